@@ -1,0 +1,122 @@
+"""vssl_nb.extract: cache format round trip, load_or_extract, the `vssl extract` command (skip, redo, shards, failures)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vssl_nb.cli import main
+from vssl_nb.codec import CompressedVideo, synthetic_pan
+from vssl_nb.extract import (cache_file_for, extract, extraction_params, find_videos, load_or_extract, parse_shard,
+                             read_extraction, save_extraction)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    d = tmp_path / 'videos'; (d / 'sub').mkdir(parents=True)
+    synthetic_pan(d / 'a.mp4', 'h264', shift=(1, 0), n_frames=16)
+    synthetic_pan(d / 'sub' / 'b.avi', 'mpeg4', shift=(0, 2), n_frames=16)
+    (d / 'notes.txt').write_text('not listed: not a video extension')
+    return d
+
+
+def test_round_trip(tmp_path):
+    path = synthetic_pan(tmp_path / 'p.mp4', shift=(2, 1), n_frames=14)
+    ex = CompressedVideo(path).extract(keyframe_size=64)
+    f = save_extraction(ex, tmp_path / 'c.npz', extraction_params(keyframe_size=64))
+    back = read_extraction(f)
+    assert back.frame_types == ex.frame_types and back.info == ex.info and back.mv_available
+    assert np.array_equal(back.keyframes, ex.keyframes) and np.array_equal(back.keyframe_indices, ex.keyframe_indices)
+    assert np.abs(back.flow - ex.flow).max() <= 0.125 and np.array_equal(back.valid, ex.valid)
+    assert back.accumulated.shape == ex.accumulated.shape and back.keyframes.shape[1] == 64
+    with pytest.raises(ValueError, match='not a readable extraction'):
+        (tmp_path / 'junk.npz').write_bytes(b'junk'); read_extraction(tmp_path / 'junk.npz')
+
+
+def test_load_or_extract_caches_and_redoes_on_change(tmp_path):
+    path = synthetic_pan(tmp_path / 'p.mp4', n_frames=12)
+    a = load_or_extract(path, tmp_path / 'cache')
+    f = cache_file_for(path, tmp_path / 'cache')
+    assert f.exists()
+    mtime = f.stat().st_mtime_ns
+    b = load_or_extract(path, tmp_path / 'cache')
+    assert f.stat().st_mtime_ns == mtime and np.array_equal(a.flow, b.flow) and np.array_equal(a.keyframes, b.keyframes)
+    load_or_extract(path, tmp_path / 'cache', block=8)  # other parameters: another entry
+    synthetic_pan(path, n_frames=12, shift=(1, 1))  # changed content: another entry
+    c = load_or_extract(path, tmp_path / 'cache')
+    assert len(list((tmp_path / 'cache').glob('*.npz'))) == 3 and not np.array_equal(a.flow, c.flow)
+
+
+def test_default_cache_dir_follows_env(tmp_path, vssl_env):
+    path = synthetic_pan(tmp_path / 'p.mp4', n_frames=8)
+    load_or_extract(path)
+    assert len(list((vssl_env['cache'] / 'extract').glob('*.npz'))) == 1
+
+
+def test_find_videos_and_shards(folder, tmp_path):
+    vids = find_videos(folder)
+    assert [p.name for p in vids] == ['a.mp4', 'b.avi']
+    lst = tmp_path / 'list.txt'
+    lst.write_text(f"# my list\nvideos/a.mp4\n{folder / 'sub' / 'b.avi'}\n")
+    assert find_videos(lst) == [folder / 'a.mp4', folder / 'sub' / 'b.avi']
+    assert parse_shard('1/2') == (1, 2) and parse_shard(None) == (0, 1)
+    for bad in ('2/2', 'x', '1/0'):
+        with pytest.raises(ValueError): parse_shard(bad)
+
+
+def test_cli_extract_skip_resume_failures(folder, tmp_path, vssl_env, capsys):
+    out = tmp_path / 'cache'
+    assert main(['extract', str(folder), '--out', str(out), '--workers', '2', '--keyframe-size', '32']) == 0
+    man = json.loads((out / 'manifest.json').read_text())
+    assert man['counts'] == {'ok': 2, 'cached': 0, 'failed': 0} and man['finished']
+    files = sorted(out.glob('*.npz'))
+    assert len(files) == 2 and read_extraction(files[0]).keyframes.shape[1] == 32
+    # second run: nothing to do
+    assert main(['extract', str(folder), '--out', str(out), '--keyframe-size', '32']) == 0
+    assert json.loads((out / 'manifest.json').read_text())['counts']['cached'] == 2
+    # interrupted run: one entry missing -> only that one is redone
+    files[0].unlink()
+    assert main(['extract', str(folder), '--out', str(out), '--keyframe-size', '32']) == 0
+    assert json.loads((out / 'manifest.json').read_text())['counts'] == {'ok': 1, 'cached': 1, 'failed': 0}
+    # a bad file is reported, the others still done, exit status 1
+    (folder / 'broken.mp4').write_bytes(os.urandom(5000))
+    assert main(['extract', str(folder), '--out', str(out), '--keyframe-size', '32', '--workers', '2']) == 1
+    man = json.loads((out / 'manifest.json').read_text())
+    bad = [r for r in man['videos'] if r['status'] == 'failed']
+    assert len(bad) == 1 and bad[0]['video'].endswith('broken.mp4') and bad[0]['error']
+    assert man['counts']['cached'] == 2
+    assert 'broken.mp4' in capsys.readouterr().err
+
+
+def test_cli_shards_and_errors(folder, tmp_path, vssl_env, capsys):
+    out = tmp_path / 'cache'
+    assert main(['extract', str(folder), '--out', str(out), '--shard', '0/2', '--no-keyframes', '--quiet']) == 0
+    assert main(['extract', str(folder), '--out', str(out), '--shard', '1/2', '--no-keyframes', '--quiet']) == 0
+    m0 = json.loads((out / 'manifest-0of2.json').read_text()); m1 = json.loads((out / 'manifest-1of2.json').read_text())
+    assert [len(m['videos']) for m in (m0, m1)] == [1, 1] and m0['videos'][0]['video'] != m1['videos'][0]['video']
+    ex = read_extraction(out / m0['videos'][0]['file'])
+    assert ex.keyframes is None and ex.flow is not None
+    assert main(['extract', str(tmp_path / 'nope'), '--out', str(out)]) == 1
+    assert main(['extract', str(folder), '--shard', '5/2']) == 1
+    err = capsys.readouterr().err
+    assert 'no such file' in err and 'shard' in err
+
+
+def test_console_script(folder, tmp_path):
+    exe = shutil.which('vssl') or pytest.skip('vssl console script not on PATH')
+    r = subprocess.run([exe, 'extract', str(folder), '--out', str(tmp_path / 'c'), '--quiet'], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert '2 extracted' in r.stdout
+
+
+def test_real_clips_folder(shared_videos, tmp_path):
+    lst = tmp_path / 'list.txt'
+    lst.write_text('\n'.join(str(shared_videos / n) for n in ('makeup_320x240_mpeg4.avi', 'arm_wrestling_340x256_h264.mp4')))
+    assert extract(str(lst), out=str(tmp_path / 'c'), workers=2, keyframe_size=64, quiet=True) == 0
+    ex = load_or_extract(shared_videos / 'arm_wrestling_340x256_h264.mp4', tmp_path / 'c', keyframe_size=64)
+    assert ex.keyframe_indices.tolist() == [0, 187, 206, 230, 268] and ex.flow.shape == (280, 2, 16, 22)
+    m4 = load_or_extract(shared_videos / 'makeup_320x240_mpeg4.avi', tmp_path / 'c', keyframe_size=64)
+    assert 'B-frames' in m4.mv_note and not m4.motion.reliable.all()
