@@ -1,0 +1,45 @@
+"""The experiment templates run end to end under papermill on the bundled data_samples/."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vssl_nb import experiments
+
+
+def vssl(*args, timeout=900):
+    exe = Path(sys.executable).with_name('vssl')
+    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize('method', ['cmd', 'simclr', 'be'])
+def test_pretrain_template(method, vssl_env):
+    r = vssl('run', 'pretrain', '-p', 'method', method, '-p', 'steps', 3, '-p', 'batch_size', 8, '-p', 'eval_clips', 1,
+             '-p', 'threads', 1, '--run-id', method)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = vssl_env['runs'] / 'pretrain' / method
+    m = json.loads((run / 'metrics.json').read_text())
+    assert 0 <= m['R@1'] <= m['R@5'] <= m['R@10'] <= 1 and 0 <= m['knn_acc'] <= 1
+    assert m['train']['recipe'] == method and m['train']['steps'] == 3 and m['final_loss'] > 0
+    assert (run / 'backbone.pt').exists() and (run / 'train_log.jsonl').exists()
+
+
+def test_supervised_template_with_motion_auxiliary(vssl_env):
+    r = vssl('run', 'supervised', '-p', 'motion_weight', 1.0, '-p', 'label_fraction', 0.5, '-p', 'steps', 3,
+             '-p', 'batch_size', 8, '-p', 'eval_clips', 1, '-p', 'threads', 1, '--run-id', 'aux')
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((vssl_env['runs'] / 'supervised' / 'aux' / 'metrics.json').read_text())
+    assert 0 <= m['clip_acc'] <= 1 and m['train_videos'] == 24 and m['train']['recipe'] == 'supervised_motion'
+
+
+def test_quickstart_runs_every_listed_run_and_prints_the_table(vssl_env, monkeypatch, capsys):
+    short = [('pretrain', 'cmd-s0', {'method': 'cmd', 'seed': 0, 'steps': 2, 'batch_size': 8, 'eval_clips': 1}),
+             ('pretrain', 'none-s0', {'method': 'none', 'seed': 0, 'steps': 0, 'batch_size': 8, 'eval_clips': 1})]
+    monkeypatch.setattr(experiments, 'QUICKSTART', short)
+    assert experiments.quickstart() == 0
+    out = capsys.readouterr().out
+    (exp,) = [p for p in vssl_env['runs'].iterdir() if p.name.startswith('quickstart-')]
+    assert {p.name for p in exp.iterdir() if p.is_dir()} == {'cmd-s0', 'none-s0'}
+    assert '| cmd |' in out and '| none |' in out and 'R@1' in out and str(exp / 'results.md') in out
