@@ -273,8 +273,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'vssl_nb.experiments.ResultsTable._repr_markdown_': ( 'experiments.html#resultstable._repr_markdown_',
                                                                                            'vssl_nb/experiments.py'),
                                      'vssl_nb.experiments.RunResult': ('experiments.html#runresult', 'vssl_nb/experiments.py'),
-                                     'vssl_nb.experiments.RunResult.notebook': ( 'experiments.html#runresult.notebook',
-                                                                                 'vssl_nb/experiments.py'),
                                      'vssl_nb.experiments.RunResult.ok': ('experiments.html#runresult.ok', 'vssl_nb/experiments.py'),
                                      'vssl_nb.experiments._aggregate': ('experiments.html#_aggregate', 'vssl_nb/experiments.py'),
                                      'vssl_nb.experiments._cell_error': ('experiments.html#_cell_error', 'vssl_nb/experiments.py'),
