@@ -43,3 +43,17 @@ def test_quickstart_runs_every_listed_run_and_prints_the_table(vssl_env, monkeyp
     (exp,) = [p for p in vssl_env['runs'].iterdir() if p.name.startswith('quickstart-')]
     assert {p.name for p in exp.iterdir() if p.is_dir()} == {'cmd-s0', 'none-s0'}
     assert '| cmd |' in out and '| none |' in out and 'R@1' in out and str(exp / 'results.md') in out
+
+
+def test_evaluate_template_on_a_pretrain_run(vssl_env):
+    r = vssl('run', 'pretrain', '-p', 'method', 'cmd_motion_only', '-p', 'steps', 2, '-p', 'batch_size', 8, '-p', 'eval_clips', 1,
+             '-p', 'threads', 1, '--run-id', 'src')
+    assert r.returncode == 0, r.stderr[-3000:]
+    src = vssl_env['runs'] / 'pretrain' / 'src'
+    r = vssl('run', 'evaluate', '-p', 'checkpoint', src, '-p', 'probe_steps', 3, '-p', 'batch_size', 8, '-p', 'eval_clips', 1,
+             '-p', 'threads', 1, '--run-id', 'ev')
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((vssl_env['runs'] / 'evaluate' / 'ev' / 'metrics.json').read_text())
+    assert m['checkpoint'] == str(src / 'backbone.pt') and 0 <= m['probe_video_acc'] <= 1 and 0 <= m['R@1'] <= 1
+    r = vssl('run', 'evaluate', '-p', 'checkpoint', src / 'missing.pt', '--run-id', 'bad')
+    assert r.returncode == 1 and 'missing.pt' in r.stderr
