@@ -57,3 +57,13 @@ def test_evaluate_template_on_a_pretrain_run(vssl_env):
     assert m['checkpoint'] == str(src / 'backbone.pt') and 0 <= m['probe_video_acc'] <= 1 and 0 <= m['R@1'] <= 1
     r = vssl('run', 'evaluate', '-p', 'checkpoint', src / 'missing.pt', '--run-id', 'bad')
     assert r.returncode == 1 and 'missing.pt' in r.stderr
+
+
+@pytest.mark.parametrize('method', ['dsm', 'moco'])
+def test_scenebias_template(method, vssl_env):
+    r = vssl('run', 'scenebias', '-p', 'method', method, '-p', 'steps', 2, '-p', 'probe_steps', 2, '-p', 'batch_size', 8,
+             '-p', 'eval_clips', 1, '-p', 'threads', 1, '--run-id', method)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((vssl_env['runs'] / 'scenebias' / method / 'metrics.json').read_text())
+    assert 0 <= m['probe_test_acc'] <= 1 and 0 <= m['scene_only_acc'] <= 1
+    assert 0 <= m['mask_share'] <= 1 and 0 < m['mask_area'] < 1 and m['train']['recipe'] == method
