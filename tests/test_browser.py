@@ -10,6 +10,7 @@ changed, in its title (DOM) and in its pixels (screenshots). Screenshots are kep
 Never downloads a browser: it uses /usr/bin/chromium (CI installs Debian's `chromium` package) and
 skips where that is missing.
 """
+import contextlib
 import json
 import os
 import re
@@ -125,6 +126,16 @@ def _plot_title(page) -> str:
     return page.locator('.vssl-motion-explorer .js-plotly-plot .gtitle').first.text_content() or ''
 
 
+
+@contextlib.contextmanager
+def chromium_page(playwright, tmp_path: Path, width: int, height: int):
+    "A page of Debian's headless Chromium with a fresh profile under `tmp_path`, closed afterwards."
+    with playwright.sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(str(tmp_path / 'chromium-profile'), executable_path=str(CHROMIUM),
+                                                   headless=True, args=CHROMIUM_FLAGS, viewport={'width': width, 'height': height})
+        try: yield ctx.pages[0] if ctx.pages else ctx.new_page()
+        finally: ctx.close()
+
 @pytest.mark.skipif(not CHROMIUM.exists(), reason='/usr/bin/chromium is missing: install Debian\'s chromium package '
                     '(apt-get install -y chromium); this test never downloads a browser')
 def test_explorer_in_jupyterlab(jupyterlab, tmp_path):
@@ -133,50 +144,44 @@ def test_explorer_in_jupyterlab(jupyterlab, tmp_path):
     setup, shown = _explorer_source()
     _write_notebook(root / 'explore.ipynb', setup)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(str(tmp_path / 'chromium-profile'), executable_path=str(CHROMIUM),
-                                                   headless=True, args=CHROMIUM_FLAGS, viewport={'width': 1280, 'height': 1100})
-        try:
-            page = ctx.pages[0] if ctx.pages else ctx.new_page()
-            page.goto(f'{base}/lab/tree/explore.ipynb?token={token}', wait_until='domcontentloaded', timeout=90_000)
-            page.wait_for_function("() => window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=90_000)
-            # wait for the kernel, then run every cell through JupyterLab's own command
-            page.wait_for_function("""() => { const w = window.jupyterapp.shell.currentWidget;
-                return w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel
-                       && w.sessionContext.session.kernel.status === 'idle'; }""", timeout=120_000)
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            explorer = page.locator('.vssl-motion-explorer')
-            explorer.wait_for(state='visible', timeout=180_000)
-            page.locator('.vssl-motion-explorer .js-plotly-plot .main-svg').first.wait_for(state='visible', timeout=60_000)
-            page.wait_for_timeout(500)
-            before_title = _plot_title(page)
-            assert re.search(r'frame 0 \(', before_title), f"explorer on the {shown} opened at {before_title!r}, not frame 0"
-            shot_before = ARTIFACTS / 'explorer_frame_before.png'
-            explorer.screenshot(path=str(shot_before))
-            image_before = ARTIFACTS / 'plot_image_before.png'
-            page.locator('.vssl-motion-explorer .js-plotly-plot .imagelayer image').first.screenshot(path=str(image_before))
+    with chromium_page(playwright, tmp_path, 1280, 1100) as page:
+        page.goto(f'{base}/lab/tree/explore.ipynb?token={token}', wait_until='domcontentloaded', timeout=90_000)
+        page.wait_for_function("() => window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=90_000)
+        # wait for the kernel, then run every cell through JupyterLab's own command
+        page.wait_for_function("""() => { const w = window.jupyterapp.shell.currentWidget;
+            return w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel
+                   && w.sessionContext.session.kernel.status === 'idle'; }""", timeout=120_000)
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        explorer = page.locator('.vssl-motion-explorer')
+        explorer.wait_for(state='visible', timeout=180_000)
+        page.locator('.vssl-motion-explorer .js-plotly-plot .main-svg').first.wait_for(state='visible', timeout=60_000)
+        page.wait_for_timeout(500)
+        before_title = _plot_title(page)
+        assert re.search(r'frame 0 \(', before_title), f"explorer on the {shown} opened at {before_title!r}, not frame 0"
+        shot_before = ARTIFACTS / 'explorer_frame_before.png'
+        explorer.screenshot(path=str(shot_before))
+        image_before = ARTIFACTS / 'plot_image_before.png'
+        page.locator('.vssl-motion-explorer .js-plotly-plot .imagelayer image').first.screenshot(path=str(image_before))
 
-            # move the frame slider: click its track at 40 % of its width
-            track = page.locator('.vssl-motion-explorer .widget-slider .noUi-target').nth(0)
-            box = track.bounding_box()
-            page.mouse.click(box['x'] + 0.4 * box['width'], box['y'] + box['height'] / 2)
-            page.wait_for_function("""(old) => { const t = document.querySelector('.vssl-motion-explorer .js-plotly-plot .gtitle');
-                return t && t.textContent !== old; }""", arg=before_title, timeout=60_000)
-            page.wait_for_timeout(800)   # let plotly finish drawing the new image
-            after_title = _plot_title(page)
-            m = re.search(r'frame (\d+) \(', after_title)
-            assert m and int(m.group(1)) > 0, f"after moving the slider the figure shows {after_title!r}"
-            shot_after = ARTIFACTS / 'explorer_frame_after.png'
-            explorer.screenshot(path=str(shot_after))
-            # the plotted pixels changed, not only the title
-            image_after = ARTIFACTS / 'plot_image_after.png'
-            page.locator('.vssl-motion-explorer .js-plotly-plot .imagelayer image').first.screenshot(path=str(image_after))
-            changed = _changed_fraction(image_before, image_after)
-            assert changed > 0.02, f"only {changed:.1%} of the plotted image changed after moving the frame slider"
-            page.screenshot(path=str(ARTIFACTS / 'jupyterlab_page.png'))
-            (ARTIFACTS / 'titles.txt').write_text(f"clip: {shown}\nbefore: {before_title}\nafter: {after_title}\n")
-        finally:
-            ctx.close()
+        # move the frame slider: click its track at 40 % of its width
+        track = page.locator('.vssl-motion-explorer .widget-slider .noUi-target').nth(0)
+        box = track.bounding_box()
+        page.mouse.click(box['x'] + 0.4 * box['width'], box['y'] + box['height'] / 2)
+        page.wait_for_function("""(old) => { const t = document.querySelector('.vssl-motion-explorer .js-plotly-plot .gtitle');
+            return t && t.textContent !== old; }""", arg=before_title, timeout=60_000)
+        page.wait_for_timeout(800)   # let plotly finish drawing the new image
+        after_title = _plot_title(page)
+        m = re.search(r'frame (\d+) \(', after_title)
+        assert m and int(m.group(1)) > 0, f"after moving the slider the figure shows {after_title!r}"
+        shot_after = ARTIFACTS / 'explorer_frame_after.png'
+        explorer.screenshot(path=str(shot_after))
+        # the plotted pixels changed, not only the title
+        image_after = ARTIFACTS / 'plot_image_after.png'
+        page.locator('.vssl-motion-explorer .js-plotly-plot .imagelayer image').first.screenshot(path=str(image_after))
+        changed = _changed_fraction(image_before, image_after)
+        assert changed > 0.02, f"only {changed:.1%} of the plotted image changed after moving the frame slider"
+        page.screenshot(path=str(ARTIFACTS / 'jupyterlab_page.png'))
+        (ARTIFACTS / 'titles.txt').write_text(f"clip: {shown}\nbefore: {before_title}\nafter: {after_title}\n")
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason='/usr/bin/chromium is missing: install Debian\'s chromium package '
@@ -189,29 +194,23 @@ def test_animated_figure_needs_no_kernel(tmp_path):
     page_path = tmp_path / 'motion.html'
     motion_figure(clip, view='side', max_frames=None, width=900).write_html(page_path, include_plotlyjs=True, auto_play=False)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(str(tmp_path / 'chromium-profile'), executable_path=str(CHROMIUM),
-                                                   headless=True, args=CHROMIUM_FLAGS, viewport={'width': 1000, 'height': 700})
-        try:
-            page = ctx.pages[0] if ctx.pages else ctx.new_page()
-            page.goto(page_path.as_uri(), wait_until='load', timeout=60_000)
-            page.locator('.js-plotly-plot .imagelayer image').first.wait_for(state='visible', timeout=30_000)
-            assert page.locator('.js-plotly-plot .imagelayer image').count() == 3          # frame, colour field, arrows panel
-            title = lambda: page.locator('.js-plotly-plot .gtitle').first.text_content() or ''
-            before = title()
-            assert 'frame 0 (I)' in before, before
-            page.locator('.js-plotly-plot .gtitle').first.wait_for()
-            page.screenshot(path=str(ARTIFACTS / 'animated_before.png'))
-            rail = page.locator('.js-plotly-plot .slider-rail-touch-rect').first
-            box = rail.bounding_box()
-            page.mouse.click(box['x'] + 0.75 * box['width'], box['y'] + box['height'] / 2)
-            page.wait_for_function("(old) => document.querySelector('.js-plotly-plot .gtitle').textContent !== old",
-                                   arg=before, timeout=20_000)
-            page.wait_for_timeout(300)
-            after = title()
-            m = re.search(r'frame (\d+) \(', after)
-            assert m and int(m.group(1)) > 0, after
-            page.screenshot(path=str(ARTIFACTS / 'animated_after.png'))
-            assert _changed_fraction(ARTIFACTS / 'animated_before.png', ARTIFACTS / 'animated_after.png') > 0.02
-        finally:
-            ctx.close()
+    with chromium_page(playwright, tmp_path, 1000, 700) as page:
+        page.goto(page_path.as_uri(), wait_until='load', timeout=60_000)
+        page.locator('.js-plotly-plot .imagelayer image').first.wait_for(state='visible', timeout=30_000)
+        assert page.locator('.js-plotly-plot .imagelayer image').count() == 3          # frame, colour field, arrows panel
+        title = lambda: page.locator('.js-plotly-plot .gtitle').first.text_content() or ''
+        before = title()
+        assert 'frame 0 (I)' in before, before
+        page.locator('.js-plotly-plot .gtitle').first.wait_for()
+        page.screenshot(path=str(ARTIFACTS / 'animated_before.png'))
+        rail = page.locator('.js-plotly-plot .slider-rail-touch-rect').first
+        box = rail.bounding_box()
+        page.mouse.click(box['x'] + 0.75 * box['width'], box['y'] + box['height'] / 2)
+        page.wait_for_function("(old) => document.querySelector('.js-plotly-plot .gtitle').textContent !== old",
+                               arg=before, timeout=20_000)
+        page.wait_for_timeout(300)
+        after = title()
+        m = re.search(r'frame (\d+) \(', after)
+        assert m and int(m.group(1)) > 0, after
+        page.screenshot(path=str(ARTIFACTS / 'animated_after.png'))
+        assert _changed_fraction(ARTIFACTS / 'animated_before.png', ARTIFACTS / 'animated_after.png') > 0.02
