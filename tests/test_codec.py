@@ -1,4 +1,9 @@
 """vssl_nb.codec against a plain single-threaded PyAV decode, a synthetic pan with known motion, and bad input."""
+import gc
+import os
+import subprocess
+import sys
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -7,7 +12,8 @@ import numpy as np
 import pytest
 
 from vssl_nb.codec import (MV_DTYPE, CompressedVideo, MotionVectorsUnavailable, VideoDecodeError, _open_writer, _texture,
-                           accumulate_motion, reencode, synthetic_pan, vectors_to_field)
+                           accumulate_motion, decode_frames, frame_vectors, planes_to_rgb, reencode, synthetic_pan,
+                           vectors_to_field)
 
 PICT = {1: 'I', 2: 'P', 3: 'B', 4: 'P'}
 CLIPS = ['arm_wrestling_340x256_h264.mp4', 'basketball_426x240_h264.mp4', 'makeup_320x240_mpeg4.avi',
@@ -201,3 +207,94 @@ def test_frames_selection(tmp_path):
     with pytest.raises(IndexError, match='p.mp4'): v.frames([40])
     ex = v.extract(pixels='all')
     assert np.array_equal(ex.frames, allf) and np.array_equal(ex.keyframes, allf[ex.keyframe_indices])
+
+
+def _live_frames() -> int:
+    return sum(type(o) is av.VideoFrame for o in gc.get_objects())
+
+
+def test_frame_vectors_keep_no_frame_alive(shared_videos):
+    "Reading vectors must not tie the decoded frame (its pixels) to the result: memory stays flat over a long clip."
+    path = shared_videos / 'big_buck_bunny_mpeg4_part2.mp4'  # 337 frames of 1280x720
+    gc.collect()
+    alive, n = [], 0
+    for i, f in decode_frames(path, vectors=True, exact_pixels='none'):
+        refs = sys.getrefcount(f)
+        v = frame_vectors(f)
+        assert sys.getrefcount(f) == refs, 'frame_vectors left a reference to the frame'
+        assert v.base is None or not isinstance(v.base, memoryview) or v.base.obj is not f
+        del f
+        n += 1
+        if i % 50 == 25: alive.append(_live_frames())
+    assert n == 337 and max(alive) <= 3, alive  # PyAV's frame.side_data cycle kept dozens alive
+
+
+def test_raw_motion_vectors_memory_is_what_it_returns(shared_videos, tmp_path):
+    "Peak memory of a vectors pass grows with the vectors it returns, not with the decoded frames (~1.4 MB each here)."
+    if not os.path.exists('/proc/self/clear_refs'): pytest.skip('needs Linux /proc to measure peak memory')
+    code = textwrap.dedent('''
+        import sys
+        from vssl_nb.codec import CompressedVideo
+        def status():  # kB; ru_maxrss would carry the parent's peak over fork + exec
+            return {k: int(v.split()[0]) for k, v in (l.split(':', 1) for l in open('/proc/self/status')) if k in ('VmHWM', 'VmRSS')}
+        v = CompressedVideo(sys.argv[1])
+        open('/proc/self/clear_refs', 'w').write('5')  # reset the peak to the current RSS
+        before = status()['VmRSS']
+        vecs = v.raw_motion_vectors()
+        print((status()['VmHWM'] - before) * 1024, sum(a.nbytes for a in vecs))''')
+    r = subprocess.run([sys.executable, '-c', code, str(shared_videos / 'big_buck_bunny_mpeg4_part2.mp4')],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    grown, returned = map(int, r.stdout.split())
+    assert grown < returned + 64 * 2**20, (grown / 2**20, returned / 2**20)  # before the fix: ~250 MB over
+
+
+@pytest.mark.parametrize('block', [16, 8, 12])
+def test_vectors_to_field_matches_unit_by_unit_pooling(shared_videos, block):
+    "The vectorised pooling equals the definition: every 4x4 unit inside the frame adds its vector to the cell of its centre."
+    v = CompressedVideo(shared_videos / 'basketball_426x240_h264.mp4')  # 426 wide: blocks over the frame edge
+    vecs = v.raw_motion_vectors()[:40]
+    H, W = v.info.height, v.info.width
+    flow, valid = vectors_to_field(vecs, H, W, block)
+    gh, gw = -(-H // block), -(-W // block)
+    sums, count = np.zeros((len(vecs), 2, gh, gw)), np.zeros((len(vecs), gh, gw))
+    for t, a in enumerate(vecs):
+        for r in a.tolist():  # plain ints, in MV_DTYPE's field order
+            src, w, h, _, _, dx, dy, _, mx, my, scale = r
+            d = np.array([mx, my]) / scale * (1 if src > 0 else -1)
+            x0, y0 = dx - w // 2, dy - h // 2
+            for uy in range(y0 + 2, y0 + h, 4):
+                for ux in range(x0 + 2, x0 + w, 4):
+                    if 0 <= ux < W and 0 <= uy < H:
+                        sums[t, :, uy // block, ux // block] += d; count[t, uy // block, ux // block] += 1
+    assert np.array_equal(valid, count > 0)
+    ref = np.where(count[:, None] > 0, sums / np.maximum(count, 1)[:, None], 0)
+    assert np.allclose(flow, ref, atol=1e-5)
+
+
+def test_native_keyframes_convert_to_the_same_rgb(shared_videos):
+    "keyframe_format='native' keeps 4:2:0 planes (half the bytes); Extraction.rgb() gives the RGB a decode gives, bit for bit."
+    for name in ('arm_wrestling_340x256_h264.mp4', 'makeup_320x240_mpeg4.avi'):
+        v = CompressedVideo(shared_videos / name)
+        rgb = v.extract(pixels='keyframes', accumulate=False)
+        nat = v.extract(pixels='keyframes', accumulate=False, keyframe_format='native')
+        H, W = v.info.height, v.info.width
+        assert nat.keyframe_format == v.info.pix_fmt and nat.keyframes.shape == (len(nat.keyframe_indices), H * 3 // 2, W)
+        assert np.array_equal(nat.rgb().keyframes, rgb.keyframes) and rgb.rgb() is rgb
+        assert np.array_equal(nat.flow, rgb.flow)
+    small = v.extract(keyframe_size=64, keyframe_format='native')  # resized keyframes are always RGB
+    assert small.keyframe_format == 'rgb24' and small.keyframes.shape[-1] == 3
+    with pytest.raises(ValueError, match='keyframe_format'): v.extract(keyframe_format='yuv')
+    with pytest.raises(ValueError, match='planes_to_rgb'): planes_to_rgb(nat.keyframes, 'rgb24')
+
+
+def test_construction_keeps_few_files_open(shared_videos):
+    "A CompressedVideo keeps the container it opened for its first decode, but only a few objects at a time do."
+    from vssl_nb import codec
+    path = shared_videos / 'makeup_320x240_mpeg4.avi'
+    vids = [CompressedVideo(path) for _ in range(3 * codec._MAX_KEPT_OPEN)]
+    assert sum(v._opened is not None for v in vids) <= codec._MAX_KEPT_OPEN
+    types = {v.frame_types for v in vids[:: codec._MAX_KEPT_OPEN - 1]}  # with and without a kept container
+    assert len(types) == 1 and all(v._opened is None for v in vids[:: codec._MAX_KEPT_OPEN - 1])
+    with CompressedVideo(path) as v: pass
+    assert v._opened is None

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -120,3 +121,75 @@ def test_real_clips_folder(shared_videos, tmp_path):
     assert ex.keyframe_indices.tolist() == [0, 187, 206, 230, 268] and ex.flow.shape == (280, 2, 16, 22)
     m4 = load_or_extract(shared_videos / 'makeup_320x240_mpeg4.avi', tmp_path / 'c', keyframe_size=64)
     assert 'B-frames' in m4.mv_note and not m4.motion.reliable.all()
+
+
+def test_full_size_keyframes_cached_as_planes(shared_videos, tmp_path):
+    "Full-size keyframes are stored as the decoder's 4:2:0 planes (half of RGB) and read back as the RGB a decode gives."
+    path = shared_videos / 'arm_wrestling_340x256_h264.mp4'
+    ex = load_or_extract(path, tmp_path / 'c')
+    idx, rgb = CompressedVideo(path).keyframes()
+    assert ex.keyframe_format == 'rgb24' and np.array_equal(ex.keyframe_indices, idx) and np.array_equal(ex.keyframes, rgb)
+    with np.load(cache_file_for(path, tmp_path / 'c')) as z:
+        meta = json.loads(z['meta'].tobytes())
+        assert meta['keyframe_format'] == 'yuv420p' and z['keyframes'].shape == (5, 256 * 3 // 2, 340)
+        assert z['keyframes'].nbytes * 2 == rgb.nbytes
+
+
+def test_worker_memory_setup(tmp_path):
+    "The worker set-up (mallopt + huge pages for the heap) runs, leaves the heap THP-eligible where the kernel allows, and extraction works after it."
+    code = ("from vssl_nb.extract import _tune_worker_memory, extract_one, extraction_params\n"
+            "from vssl_nb.codec import synthetic_pan\nimport sys\n_tune_worker_memory()\n"
+            "p = synthetic_pan(sys.argv[1] + '/p.mp4', n_frames=8)\n"
+            "print(extract_one(p, sys.argv[1] + '/c', extraction_params())['status'])\n"
+            "smaps = open('/proc/self/smaps').read().split('[heap]', 1)\n"
+            "print(next((l.split()[1] for l in smaps[1].splitlines() if l.startswith('THPeligible')), '?') if len(smaps) > 1 else '?')")
+    r = subprocess.run([sys.executable, '-c', code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    status, eligible = r.stdout.split()
+    assert status == 'ok'
+    thp = Path('/sys/kernel/mm/transparent_hugepage/enabled')
+    if thp.exists() and '[never]' not in thp.read_text(): assert eligible == '1'
+
+
+def test_deflated_motion_is_smaller_and_reads_the_same(tmp_path):
+    path = synthetic_pan(tmp_path / 'p.mp4', shift=(2, 1), n_frames=24)
+    ex = CompressedVideo(path).extract(pixels='none', accumulate=False)
+    plain = save_extraction(ex, tmp_path / 'plain.npz', extraction_params(pixels='none'), compress=False)
+    small = save_extraction(ex, tmp_path / 'small.npz', extraction_params(pixels='none'))  # deflated by default
+    assert small.stat().st_size < plain.stat().st_size / 2
+    a, b = read_extraction(plain), read_extraction(small)
+    assert np.array_equal(a.flow, b.flow) and np.array_equal(a.valid, b.valid) and a.frame_types == b.frame_types
+    assert main(['extract', str(path), '--out', str(tmp_path / 'c'), '--no-compress', '--quiet']) == 0
+    (entry,) = (tmp_path / 'c').glob('*.npz')
+    assert read_extraction(entry).flow.shape == ex.flow.shape and entry.stat().st_size > small.stat().st_size
+
+
+def test_a_video_that_kills_its_worker_fails_alone(folder, tmp_path, monkeypatch):
+    "A worker that dies (here: os._exit on one video, as a decoder crash or an OOM kill would) fails only that video."
+    import vssl_nb.extract as E
+    real = E._extract_to
+    def crashing(video_path, *a, **k):
+        if video_path.name == 'a.mp4': os._exit(3)
+        return real(video_path, *a, **k)
+    monkeypatch.setattr(E, '_extract_to', crashing)  # fork: the workers inherit the patch
+    vids = find_videos(folder) + [synthetic_pan(tmp_path / f'more{i}.mp4', n_frames=8, seed=i + 1) for i in range(3)]
+    recs = {Path(r['video']).name: r for r in E.extract_videos(vids, tmp_path / 'c', extraction_params(), workers=2, quiet=True)}
+    assert recs['a.mp4']['status'] == 'failed' and 'died' in recs['a.mp4']['error'] and 'exit code 3' in recs['a.mp4']['error']
+    assert all(r['status'] == 'ok' for n, r in recs.items() if n != 'a.mp4'), recs
+    manifest = json.loads((tmp_path / 'c' / 'manifest.json').read_text())
+    assert manifest['finished'] and manifest['counts'] == {'ok': 4, 'cached': 0, 'failed': 1}
+
+
+def test_entry_cut_short_is_redone(folder, tmp_path):
+    "Cache entries are not fsync'd; one a power cut left partial or empty is found and redone, never trusted."
+    out = tmp_path / 'c'
+    assert extract(str(folder), out=str(out), quiet=True) == 0
+    entries = sorted(out.glob('*.npz'))
+    whole = entries[0].read_bytes()
+    entries[0].write_bytes(whole[: len(whole) // 2]); entries[1].write_bytes(b'')
+    assert extract(str(folder), out=str(out), quiet=True) == 0
+    m = json.loads((out / 'manifest.json').read_text())
+    assert m['counts'] == {'ok': 2, 'cached': 0, 'failed': 0} and entries[0].read_bytes() == whole
+    entries[0].write_bytes(whole[:100])
+    video = next(Path(r['video']) for r in m['videos'] if r['file'] == entries[0].name)
+    assert load_or_extract(video, out).n_frames == 16 and entries[0].read_bytes() == whole

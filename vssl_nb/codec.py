@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+import weakref
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -16,9 +17,10 @@ import av
 import numpy as np
 
 # %% auto #0
-__all__ = ['MV_CODECS', 'IMAGE_FORMATS', 'NOT_VIDEO_CODECS', 'MV_DTYPE', 'VideoDecodeError', 'MotionVectorsUnavailable',
-           'VideoInfo', 'open_video', 'sample_videos_dir', 'synthetic_pan', 'decode_frames', 'frame_vectors',
-           'vectors_to_field', 'accumulate_motion', 'MotionField', 'Extraction', 'CompressedVideo', 'reencode']
+__all__ = ['MV_CODECS', 'IMAGE_FORMATS', 'NOT_VIDEO_CODECS', 'MV_DTYPE', 'PLANAR_FORMATS', 'VideoDecodeError',
+           'MotionVectorsUnavailable', 'VideoInfo', 'open_video', 'sample_videos_dir', 'synthetic_pan', 'decode_frames',
+           'frame_vectors', 'vectors_to_field', 'accumulate_motion', 'MotionField', 'Extraction', 'planes_to_rgb',
+           'CompressedVideo', 'reencode']
 
 # %% ../nbs/01_codec.ipynb #441db2b5
 class VideoDecodeError(Exception):
@@ -173,9 +175,9 @@ def _decoder_options(codec: str, vectors: bool, exact_pixels: str) -> dict:
     return opts
 
 def decode_frames(path, vectors: bool = False, exact_pixels: str = 'all', threads: int = 1, max_frames: int | None = None,
-                  max_errors: int = 100, skip_frame: str | None = None):
+                  max_errors: int = 100, skip_frame: str | None = None, opened: tuple | None = None):
     "Yield `(display index, av.VideoFrame)` of `path`, single-threaded; damaged data → a warning naming the file, unreadable → `VideoDecodeError`."
-    container, stream = open_video(path)
+    container, stream = opened if opened is not None else open_video(path)  # `opened`: a fresh `open_video(path)` to use (and close)
     cc = stream.codec_context
     try:
         cc.options = _decoder_options(cc.name, vectors, exact_pixels)
@@ -219,15 +221,37 @@ MV_DTYPE = np.dtype({'names': ['source', 'w', 'h', 'src_x', 'src_y', 'dst_x', 'd
                      'formats': ['<i4', 'u1', 'u1', '<i2', '<i2', '<i2', '<i2', '<u8', '<i4', '<i4', '<u2'],
                      'offsets': [0, 4, 5, 6, 8, 10, 12, 16, 24, 28, 32], 'itemsize': 40, 'aligned': True})
 
+try: from av.sidedata.sidedata import SideDataContainer as _SideData
+except ImportError: _SideData = None  # pragma: no cover  (PyAV moved it: fall back to frame.side_data)
+
 def frame_vectors(frame) -> np.ndarray:
-    "The motion vectors FFmpeg exported for `frame` as a structured array (`MV_DTYPE` fields); empty when it has none."
-    sd = frame.side_data.get('MOTION_VECTORS')
-    return sd.to_ndarray() if sd is not None else np.empty(0, MV_DTYPE)
+    "A copy of the motion vectors FFmpeg exported for `frame` as a structured array (`MV_DTYPE` fields); empty when it has none."
+    # frame.side_data is cached on the frame and points back to it: a reference cycle that keeps every decoded
+    # frame, pixels and all, alive until Python's cyclic GC runs. A container of our own leaves no cycle, and
+    # copying the bytes (a structured-array copy is ~15x slower) leaves nothing that refers to the frame.
+    sd = (_SideData(frame) if _SideData is not None else frame.side_data).get('MOTION_VECTORS')
+    if sd is None: return np.empty(0, MV_DTYPE)
+    raw = np.frombuffer(sd, np.uint8)
+    return raw[:len(raw) - len(raw) % MV_DTYPE.itemsize].copy().view(MV_DTYPE)
 
 # %% ../nbs/01_codec.ipynb #c5479b56
 def _grid(height: int, width: int, block: int) -> tuple[int, int]:
     if int(block) != block or block < 1: raise ValueError(f"block must be a positive integer, got {block!r}")
     return -(-height // block), -(-width // block)
+
+def _concat_vectors(vectors: list[np.ndarray]) -> np.ndarray:
+    "Concatenate structured vector arrays as raw bytes (numpy copies structured arrays field by field, ~15x slower)."
+    parts = [np.ascontiguousarray(v).view(np.uint8) for v in vectors if len(v)]
+    return np.concatenate(parts).view(MV_DTYPE) if parts else np.empty(0, MV_DTYPE)
+
+def _forward_motion(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    "`(mx, my, div)` with `(mx, my) / div = source * motion / motion_scale`: integers when the scale is one value and `source` is ±1."
+    src, scale = m['source'], m['motion_scale']
+    if len(m) and scale[0] > 0 and (scale == scale[0]).all() and (np.abs(src) == 1).all():
+        return m['motion_x'] * src, m['motion_y'] * src, float(scale[0])
+    sign = np.where(src > 0, 1.0, -1.0)
+    s = np.where(scale == 0, 1, scale).astype(np.float64)
+    return sign * m['motion_x'] / s, sign * m['motion_y'] / s, 1.0
 
 def vectors_to_field(vectors: list[np.ndarray], height: int, width: int, block: int = 16) -> tuple[np.ndarray, np.ndarray]:
     "Pool per-frame motion vectors into `(flow (T,2,h,w) float32 px, forward in time; valid (T,h,w) bool)` on a `block`-px grid."
@@ -235,42 +259,39 @@ def vectors_to_field(vectors: list[np.ndarray], height: int, width: int, block: 
     T = len(vectors)
     nbins = T * gh * gw
     lens = np.fromiter((len(v) for v in vectors), np.int64, T)
-    count = np.zeros(nbins)
-    sums = [np.zeros(nbins), np.zeros(nbins)]
-    if lens.sum():
-        m = np.concatenate([v for v in vectors if len(v)])
-        t = np.repeat(np.arange(T), lens)
-        w, h = m['w'].astype(np.int64), m['h'].astype(np.int64)
-        scale = m['motion_scale'].astype(np.float64)
-        scale[scale == 0] = 1
-        sign = np.where(m['source'] > 0, 1.0, -1.0)
-        d = (sign * m['motion_x'] / scale, sign * m['motion_y'] / scale)
-        x0, y0 = m['dst_x'] - w // 2, m['dst_y'] - h // 2
-        # most blocks lie inside one cell: weight = their area in 4x4 units, no expansion
-        simple = ((block % w == 0) & (block % h == 0) & (x0 % w == 0) & (y0 % h == 0) &
-                  (x0 >= 0) & (y0 >= 0) & (x0 + w <= width) & (y0 + h <= height))
-        cells, weights, rows = [], [], []
-        if simple.any():
-            k = np.flatnonzero(simple)
-            cells.append((t[k] * gh + y0[k] // block) * gw + x0[k] // block)
-            weights.append((w[k] * h[k]) / 16.0); rows.append(k)
+    if not lens.sum(): return np.zeros((T, 2, gh, gw), np.float32), np.zeros((T, gh, gw), bool)
+    m = _concat_vectors(vectors)
+    base = np.repeat(np.arange(T, dtype=np.int64) * (gh * gw), lens)  # first cell of each vector's frame
+    w, h = m['w'], m['h']
+    hw, hh = (w >> 1).astype(np.int32), (h >> 1).astype(np.int32)
+    x0, y0 = m['dst_x'] - hw, m['dst_y'] - hh  # block corners; dst is the centre
+    x1, y1 = m['dst_x'] + hw, m['dst_y'] + hh
+    cx, cy = x0 // block, y0 // block
+    # most blocks lie inside one cell and inside the frame: weight = area in 4x4 units, no expansion
+    simple = (cx == (x1 - 1) // block) & (cy == (y1 - 1) // block) & (x0 >= 0) & (y0 >= 0) & (x1 <= width) & (y1 <= height)
+    mx, my, div = _forward_motion(m)
+    weight = (w >> 2).astype(np.int32) * (h >> 2).astype(np.int32)
+    if simple.all():
+        cells, rows = base + cy * gw + cx, slice(None)
+    else:
+        k = np.flatnonzero(simple)
+        cells, weights, rows = [base[k] + cy[k] * gw + cx[k]], [weight[k]], [k]
         rest = np.flatnonzero(~simple)
-        for bw, bh in set(zip(w[rest].tolist(), h[rest].tolist())):  # larger than a cell, or at the frame edge: 4x4 units
-            k = rest[(w[rest] == bw) & (h[rest] == bh)]
+        for bw, bh in set(zip(w[rest].tolist(), h[rest].tolist())):  # spans cells or the frame edge: 4x4 units
+            r = rest[(w[rest] == bw) & (h[rest] == bh)]
             uy, ux = np.mgrid[0:max(bh // 4, 1), 0:max(bw // 4, 1)]
-            cx = x0[k, None] + 4 * ux.ravel()[None] + 2  # unit centres, (n, units)
-            cy = y0[k, None] + 4 * uy.ravel()[None] + 2
-            inside = (cx >= 0) & (cx < width) & (cy >= 0) & (cy < height)
-            cells.append(((t[k, None] * gh + cy // block) * gw + cx // block)[inside])
-            weights.append(np.ones(int(inside.sum()))); rows.append(np.broadcast_to(k[:, None], inside.shape)[inside])
-        cells, weights, rows = np.concatenate(cells), np.concatenate(weights), np.concatenate(rows)
-        count = np.bincount(cells, weights, nbins)
-        sums = [np.bincount(cells, weights * d[c][rows], nbins) for c in range(2)]
-    count = count.reshape(T, gh, gw)
+            ux = x0[r, None].astype(np.int64) + 4 * ux.ravel()[None] + 2  # unit centres, (n, units)
+            uy = y0[r, None].astype(np.int64) + 4 * uy.ravel()[None] + 2
+            inside = (ux >= 0) & (ux < width) & (uy >= 0) & (uy < height)
+            cells.append((base[r, None] + (uy // block) * gw + ux // block)[inside])
+            weights.append(np.ones(int(inside.sum()), np.int32)); rows.append(np.broadcast_to(r[:, None], inside.shape)[inside])
+        cells, weight, rows = np.concatenate(cells), np.concatenate(weights), np.concatenate(rows)
+    count = np.bincount(cells, weight, nbins).reshape(T, gh, gw)
     valid = count > 0
-    flow = np.zeros((T, 2, gh, gw), np.float32)
-    denom = np.maximum(count, 1e-12)
-    for c in range(2): flow[:, c] = np.where(valid, sums[c].reshape(T, gh, gw) / denom, 0)
+    inv = np.divide(1.0 / div, count, out=count, where=valid)  # in place: 1 / (div * area) where valid, 0 elsewhere
+    flow = np.empty((T, 2, gh, gw), np.float32)
+    for c, mc in enumerate((mx, my)):  # area-weighted mean, written straight into the float32 result
+        np.multiply(np.bincount(cells, weight * mc[rows], nbins).reshape(T, gh, gw), inv, out=flow[:, c], casting='same_kind')
     return flow, valid
 
 # %% ../nbs/01_codec.ipynb #70b75fb1
@@ -316,6 +337,8 @@ class Extraction:
     mv_note: str
     params: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
+    keyframe_format: str = 'rgb24'        # or the decoder's 'yuv420p'/'yuvj420p' planes (K,H*3/2,W), see `rgb()`
+    colorspace: int = 0                   # the frames' AVColorSpace, needed to turn stored planes into RGB
 
     @property
     def flow(self): return None if self.motion is None else self.motion.flow
@@ -323,6 +346,11 @@ class Extraction:
     def valid(self): return None if self.motion is None else self.motion.valid
     @property
     def n_frames(self) -> int: return len(self.frame_types)
+
+    def rgb(self) -> 'Extraction':
+        "This extraction with RGB keyframes (converting stored YUV planes, the conversion decoding does)."
+        if self.keyframes is None or self.keyframe_format == 'rgb24': return self
+        return replace(self, keyframes=planes_to_rgb(self.keyframes, self.keyframe_format, self.colorspace), keyframe_format='rgb24')
 
     def __repr__(self):
         kf = None if self.keyframes is None else self.keyframes.shape
@@ -347,21 +375,54 @@ def _rgb(frame, size=None) -> np.ndarray:
     if size is None: return frame.to_ndarray(format='rgb24', threads=1)
     return frame.to_ndarray(format='rgb24', width=size[0], height=size[1], interpolation='AREA', threads=1)
 
+PLANAR_FORMATS = ('yuv420p', 'yuvj420p')  # decoder formats `extract(keyframe_format='native')` keeps as planes
+
+def planes_to_rgb(planes: np.ndarray, pix_fmt: str, colorspace: int = 0) -> np.ndarray:
+    "Stacked 4:2:0 frames `(K, H*3/2, W)` (Y rows, then U, then V, as PyAV lays them out) → uint8 RGB `(K, H, W, 3)`."
+    if pix_fmt not in PLANAR_FORMATS: raise ValueError(f"planes_to_rgb reads {' or '.join(PLANAR_FORMATS)} planes, got {pix_fmt!r}")
+    K, rows, W = planes.shape
+    out = np.empty((K, rows * 2 // 3, W, 3), np.uint8)
+    for k in range(K):
+        f = av.VideoFrame.from_ndarray(np.ascontiguousarray(planes[k]), format=pix_fmt)
+        f.colorspace = colorspace  # the YUV→RGB matrix follows the frame's colorspace
+        out[k] = _rgb(f)
+    return out
+
+_KEPT_OPEN = weakref.WeakSet()  # CompressedVideo objects holding the container they opened, for their first decode
+_MAX_KEPT_OPEN = 8  # so that thousands of CompressedVideo objects do not hold thousands of open files
+
 class CompressedVideo:
     "A video file read through its compressed representation: frame types, I-frames, motion vectors."
     def __init__(self, path: str | os.PathLike, threads: int = 1, chunk: int = 64):
         self.path, self.threads, self.chunk = Path(path), threads, chunk
         container, stream = open_video(self.path)
         try: self._info = _stream_info(self.path, container, stream)
-        finally: container.close()
+        except BaseException: container.close(); raise
         self._types: str | None = None
+        # opening probes the stream (up to ~10 ms for HD H.264): keep this one for the first decode, as
+        # `CompressedVideo(path).extract()` would otherwise open the file twice
+        self._opened = None
+        if len(_KEPT_OPEN) < _MAX_KEPT_OPEN: self._opened = (container, stream); _KEPT_OPEN.add(self)
+        else: container.close()
+
+    def close(self):
+        "Close the file if it is still open from construction (decoding opens its own; this only frees the handle early)."
+        opened, self._opened = self._opened, None
+        _KEPT_OPEN.discard(self)
+        if opened is not None: opened[0].close()
+
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
 
     def __repr__(self): return f"CompressedVideo({str(self.path)!r}, {self.info.codec} {self.info.width}x{self.info.height}, {self.info.n_frames} frames)"
 
     @property
     def info(self) -> VideoInfo: return self._info
 
-    def _frames(self, **kw): return decode_frames(self.path, threads=self.threads, **kw)
+    def _frames(self, **kw):
+        opened, self._opened = self._opened, None
+        _KEPT_OPEN.discard(self)
+        return decode_frames(self.path, threads=self.threads, opened=opened, **kw)
 
     def _learn_types(self, types: str):
         self._types = types
@@ -405,9 +466,9 @@ class CompressedVideo:
         order = np.argsort(idx, kind='stable')  # with frames skipped the decoder may emit out of display order
         return np.asarray(idx, np.int64)[order], self._stack([out[i] for i in order], size)
 
-    def _stack(self, frames: list, size) -> np.ndarray:
+    def _stack(self, frames: list, size, planar: bool = False) -> np.ndarray:
         w, h = size or (self.info.width, self.info.height)
-        return np.stack(frames) if frames else np.zeros((0, h, w, 3), np.uint8)
+        return np.stack(frames) if frames else np.zeros((0, h * 3 // 2, w) if planar else (0, h, w, 3), np.uint8)
 
     def frames(self, indices=None, size=None) -> np.ndarray:
         "uint8 RGB `(N,H,W,3)` of the display `indices` (all when None), in one single-threaded pass."
@@ -450,12 +511,24 @@ class CompressedVideo:
         return self.extract(pixels='none', block=block).accumulated
 
     def extract(self, pixels: str = 'keyframes', block: int = 16, keyframe_size=None, vectors: bool = True,
-                accumulate: bool = True) -> Extraction:
-        "One pass: frame types, keyframes ('keyframes'), every frame ('all') or no pixels ('none'), motion field (+ accumulation when `accumulate`)."
+                accumulate: bool = True, keyframe_format: str = 'rgb24') -> Extraction:
+        "One pass: frame types, keyframes ('keyframes'), every frame ('all') or no pixels ('none'), motion field (+ accumulation when `accumulate`); `keyframe_format='native'`: full-size 4:2:0 keyframes as YUV planes (see `Extraction.rgb`)."
         if pixels not in ('keyframes', 'all', 'none'): raise ValueError(f"pixels must be 'keyframes', 'all' or 'none', got {pixels!r}")
+        if keyframe_format not in ('rgb24', 'native'): raise ValueError(f"keyframe_format must be 'rgb24' or 'native', got {keyframe_format!r}")
         info = self.info
         gh, gw = _grid(info.height, info.width, block)
         size = _target_size(info.width, info.height, keyframe_size)
+        # 'native': full-size 4:2:0 keyframes stay the decoder's planes (half the bytes of RGB, no conversion now)
+        planar = (keyframe_format == 'native' and pixels == 'keyframes' and size is None and info.pix_fmt in PLANAR_FORMATS
+                  and info.width % 2 == 0 and info.height % 2 == 0)
+        colorspace = 0
+        def keyframe(f):
+            nonlocal planar, colorspace
+            if planar and (f.format.name != info.pix_fmt or (f.width, f.height) != (info.width, info.height)):
+                kframes[:] = list(planes_to_rgb(self._stack(kframes, None, True), info.pix_fmt, colorspace)); planar = False
+            if not planar: return _rgb(f, size)
+            colorspace = int(f.colorspace)
+            return f.to_ndarray()
         vectors = vectors and info.mv_support
         exact = {'all': 'all', 'keyframes': 'intra', 'none': 'none'}[pixels]
         types, kidx, kframes, frames, flows, valids, pending = [], [], [], [], [], [], []
@@ -471,7 +544,7 @@ class CompressedVideo:
                 if pixels == 'all': frames.append(_rgb(f, size))
                 if ty == 'I':
                     kidx.append(i)
-                    if pixels == 'keyframes': kframes.append(_rgb(f, size))
+                    if pixels == 'keyframes': kframes.append(keyframe(f))
                     elif pixels == 'all': kframes.append(frames[-1])
                 if vectors:
                     pending.append(frame_vectors(f))
@@ -497,10 +570,11 @@ class CompressedVideo:
         elif not info.mv_support: note = info.mv_note
         else: note = 'vectors not requested'
         return Extraction(path=str(self.path), info=info, frame_types=types, keyframe_indices=np.asarray(kidx, np.int64),
-                          keyframes=self._stack(kframes, size) if pixels != 'none' else None,
+                          keyframes=self._stack(kframes, size, planar) if pixels != 'none' else None,
                           frames=self._stack(frames, size) if pixels == 'all' else None, motion=motion, accumulated=acc,
                           mv_available=motion is not None, mv_note=note,
-                          params=dict(pixels=pixels, block=block, keyframe_size=keyframe_size), warnings=[str(w.message) for w in caught])
+                          params=dict(pixels=pixels, block=block, keyframe_size=keyframe_size), warnings=[str(w.message) for w in caught],
+                          keyframe_format=info.pix_fmt if planar else 'rgb24', colorspace=colorspace)
 
 # %% ../nbs/01_codec.ipynb #7ebff159
 def reencode(src: str | os.PathLike, dst: str | os.PathLike, codec: str = 'mpeg4', gop: int = 12, bframes: int = 0,

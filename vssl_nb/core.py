@@ -97,8 +97,8 @@ def _new_file_mode(path: Path) -> int:
     return 0o666 & ~umask
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = 'wb', encoding: str | None = None):
-    "Open a temporary file beside `path` for writing; on success it atomically replaces `path`."
+def atomic_open(path: str | os.PathLike, mode: str = 'wb', encoding: str | None = None, durable: bool = True):
+    "Open a temporary file beside `path` for writing; on success it atomically replaces `path` (`durable`: fsync'd first, survives power loss)."
     if not any(c in mode for c in 'wx') or '+' in mode: raise ValueError(f"atomic_open writes whole files; mode {mode!r} is not a write mode")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,9 +108,9 @@ def atomic_open(path: str | os.PathLike, mode: str = 'wb', encoding: str | None 
             yield f
             f.flush()
             os.chmod(tmp, _new_file_mode(path))  # mkstemp makes 0600 files; give the usual permissions
-            os.fsync(f.fileno())
+            if durable: os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        if durable: _fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         raise

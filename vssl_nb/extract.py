@@ -5,17 +5,21 @@
 # %% ../nbs/01a_extract.ipynb #d28a8695
 from __future__ import annotations
 
+import ctypes
 import io
 import json
 import os
+import platform
 import sys
 import time
 import warnings
 import zipfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from pathlib import Path
 import multiprocessing as mp
+import multiprocessing.connection
 
 import numpy as np
 from fastcore.script import CliError
@@ -30,7 +34,7 @@ __all__ = ['FORMAT_VERSION', 'FLOW_SCALE', 'VIDEO_EXTS', 'extraction_params', 's
            'extract_videos', 'extract']
 
 # %% ../nbs/01a_extract.ipynb #7365278c
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: full-size keyframes stored as the decoder's 4:2:0 planes
 FLOW_SCALE = 4  # stored flow unit: 1/4 pixel
 
 def extraction_params(block: int = 16, keyframe_size=None, pixels: str = 'keyframes') -> dict:
@@ -39,18 +43,21 @@ def extraction_params(block: int = 16, keyframe_size=None, pixels: str = 'keyfra
     if isinstance(keyframe_size, (list, tuple)): keyframe_size = [int(v) for v in keyframe_size]
     return dict(format=FORMAT_VERSION, block=int(block), keyframe_size=keyframe_size, pixels=pixels)
 
-def save_extraction(ex: Extraction, path: str | os.PathLike, params: dict | None = None, source_hash: str | None = None) -> Path:
-    "Write `ex` as one compressed `.npz` (flow as int16 quarter pixels), atomically."
+def save_extraction(ex: Extraction, path: str | os.PathLike, params: dict | None = None, source_hash: str | None = None,
+                    compress: bool = True) -> Path:
+    "Write `ex` as one `.npz` (flow as int16 quarter pixels), atomically; `compress`: the motion members deflated (~8x smaller)."
     meta = dict(format=FORMAT_VERSION, path=ex.path, info=ex.info.as_dict(), frame_types=ex.frame_types,
                 params=params or ex.params, mv_available=ex.mv_available, mv_note=ex.mv_note, warnings=ex.warnings,
-                block=ex.motion.block if ex.motion is not None else ex.params.get('block'), source_hash=source_hash)
+                block=ex.motion.block if ex.motion is not None else ex.params.get('block'), source_hash=source_hash,
+                keyframe_format=ex.keyframe_format, colorspace=ex.colorspace)
     arrays = dict(meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), keyframe_indices=ex.keyframe_indices)
     if ex.keyframes is not None: arrays['keyframes'] = ex.keyframes
     if ex.motion is not None:
         q = np.rint(ex.motion.flow * FLOW_SCALE)
         if q.size and np.abs(q).max() > 32767: raise ValueError(f"{ex.path}: motion beyond the int16 quarter-pixel range")
         arrays.update(flow_q=q.astype(np.int16), valid=ex.motion.valid, reliable=ex.motion.reliable)
-    with atomic_open(path, 'wb') as f: _savez(f, arrays, stored=('keyframes',))
+    # not fsync'd: an entry that a power cut leaves damaged is found and redone (see `_is_complete`), never trusted
+    with atomic_open(path, 'wb', durable=False) as f: _savez(f, arrays, stored=('keyframes',) if compress else tuple(arrays))
     return Path(path)
 
 def _savez(f, arrays: dict, stored=(), level: int = 1):
@@ -79,7 +86,8 @@ def read_extraction(cache_file: str | os.PathLike) -> Extraction:
     return Extraction(path=meta['path'], info=VideoInfo(**meta['info']), frame_types=meta['frame_types'],
                       keyframe_indices=arrays['keyframe_indices'], keyframes=arrays.get('keyframes'), frames=None,
                       motion=motion, accumulated=acc, mv_available=meta['mv_available'], mv_note=meta['mv_note'],
-                      params=meta['params'], warnings=meta['warnings'])
+                      params=meta['params'], warnings=meta['warnings'], keyframe_format=meta['keyframe_format'],
+                      colorspace=meta['colorspace']).rgb()
 
 # %% ../nbs/01a_extract.ipynb #0c71a728
 def default_extract_dir(path=None) -> Path:
@@ -93,24 +101,30 @@ def cache_file_for(video_path, cache_dir=None, block: int = 16, keyframe_size=No
     h = content_hash or file_hash(video_path)
     return default_extract_dir(cache_dir) / f"{h}-{params_hash(params)}.npz"
 
-def _extract_to(video_path: Path, target: Path, params: dict, h: str) -> Extraction:
+def _is_complete(cache_file: Path) -> bool:
+    "Whether `cache_file` exists and ends with a zip directory (written last: a file cut short by a power loss has none)."
+    return cache_file.is_file() and zipfile.is_zipfile(cache_file)
+
+def _extract_to(video_path: Path, target: Path, params: dict, h: str, compress: bool = True) -> Extraction:
     # the cache stores no accumulated motion (read_extraction recomputes it), so it is not computed here
+    # full-size keyframes are stored as the decoder's YUV planes: half the bytes of RGB, converted on read
     ex = CompressedVideo(video_path).extract(pixels=params['pixels'], block=params['block'], keyframe_size=params['keyframe_size'],
-                                             accumulate=False)
-    save_extraction(ex, target, params, h)
+                                             accumulate=False, keyframe_format='native')
+    save_extraction(ex, target, params, h, compress)
     return ex
 
-def load_or_extract(video_path, cache_dir=None, block: int = 16, keyframe_size=None, pixels: str = 'keyframes') -> Extraction:
+def load_or_extract(video_path, cache_dir=None, block: int = 16, keyframe_size=None, pixels: str = 'keyframes',
+                    compress: bool = True) -> Extraction:
     "The cached extraction of one video (keyframes, frame types, motion field, accumulated motion), extracting it first if missing."
     video_path = Path(video_path)
     if not video_path.is_file(): raise VideoDecodeError(video_path, 'no such file' if not video_path.exists() else 'not a file')
     params = extraction_params(block, keyframe_size, pixels)
     h = file_hash(video_path)
     target = cache_file_for(video_path, cache_dir, block, keyframe_size, pixels, content_hash=h)
-    if not target.exists(): _extract_to(video_path, target, params, h)
+    if not _is_complete(target): _extract_to(video_path, target, params, h, compress)
     try: return read_extraction(target)
     except ValueError:  # a damaged entry (e.g. written by a killed older version): redo it once
-        _extract_to(video_path, target, params, h)
+        _extract_to(video_path, target, params, h, compress)
         return read_extraction(target)
 
 # %% ../nbs/01a_extract.ipynb #18ec4926
@@ -137,7 +151,7 @@ def parse_shard(shard: str | None) -> tuple[int, int]:
     if not (n >= 1 and 0 <= i < n): raise ValueError(f"--shard {shard}: need 0 <= i < n")
     return i, n
 
-def extract_one(video_path, out_dir, params: dict, force: bool = False) -> dict:
+def extract_one(video_path, out_dir, params: dict, force: bool = False, compress: bool = True) -> dict:
     "Extract one video into `out_dir` (skip when cached); a status dict, never an exception."
     t0 = time.perf_counter()
     rec = dict(video=str(video_path), status=None, file=None, n_frames=None, error=None, warnings=[], seconds=None)
@@ -145,12 +159,12 @@ def extract_one(video_path, out_dir, params: dict, force: bool = False) -> dict:
         h = file_hash(video_path)
         target = Path(out_dir) / f"{h}-{params_hash(params)}.npz"
         rec['file'] = target.name
-        if target.exists() and not force:
+        if not force and _is_complete(target):
             rec['status'] = 'cached'
         else:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter('always')
-                ex = _extract_to(Path(video_path), target, params, h)
+                ex = _extract_to(Path(video_path), target, params, h, compress)
             rec.update(status='ok', n_frames=ex.n_frames, mv_available=ex.mv_available, mv_note=ex.mv_note,
                        warnings=[str(w.message) for w in caught])
     except VideoDecodeError as e: rec.update(status='failed', error=e.reason, file=None)
@@ -162,18 +176,79 @@ def extract_one(video_path, out_dir, params: dict, force: bool = False) -> dict:
 # %% ../nbs/01a_extract.ipynb #7d2e0130
 def _manifest_name(i: int, n: int) -> str: return 'manifest.json' if n == 1 else f'manifest-{i}of{n}.json'
 
+def _tune_worker_memory():
+    "Worker set-up (Linux, glibc): keep freed memory for reuse, and back the heap with huge pages where the kernel allows."
+    # Decoding allocates and frees ~1 MB buffers every frame (an MPEG-4 720p frame's motion-vector side data alone is
+    # 1.1 MB). By default glibc hands such blocks back to the kernel and the next frame faults them in again, 4 kB
+    # at a time, and a fresh worker process faults in all of its memory: on the sample clips that was a tenth or
+    # more of a worker's time. mallopt keeps freed memory in the heap; madvise(MADV_HUGEPAGE) on the heap (what
+    # glibc's `glibc.malloc.hugetlb=1` tunable does, which must be set before a process starts) lets the kernel
+    # fault it in 2 MB at a time. Both are process-wide, so only our own worker processes get them.
+    if sys.platform != 'linux' or platform.libc_ver()[0] != 'glibc': return
+    try:
+        libc = ctypes.CDLL(None)
+        M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+        for param, value in ((M_MMAP_THRESHOLD, 64 << 20), (M_TRIM_THRESHOLD, 256 << 20), (M_TOP_PAD, 16 << 20)):
+            libc.mallopt(param, value)
+        if '[never]' in Path('/sys/kernel/mm/transparent_hugepage/enabled').read_text(): return
+        heap = next((line.split()[0] for line in open('/proc/self/maps') if line.rstrip().endswith('[heap]')), None)
+        if heap is None: return
+        start, end = (int(x, 16) for x in heap.split('-'))
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        MADV_HUGEPAGE = 14
+        libc.madvise(start, end - start, MADV_HUGEPAGE)  # the heap keeps the advice as it grows
+    except (OSError, AttributeError, ValueError):
+        pass  # only an optimisation
+
 def _mp_context():
     methods = mp.get_all_start_methods()
     return mp.get_context('fork' if 'fork' in methods else 'spawn')  # fork: workers start in milliseconds
 
+def _pool_extract(videos: list, out_dir, params: dict, force: bool, compress: bool, workers: int, done) -> list:
+    "Extract `videos` with a pool of `workers` processes, calling `done(video, record)`; return the videos a dying worker took with it."
+    died, futs = [], {}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=_tune_worker_memory) as pool:
+        for i, v in enumerate(videos):
+            try: futs[pool.submit(extract_one, v, out_dir, params, force, compress)] = v
+            except BrokenProcessPool: died += videos[i:]; break
+        for fut in as_completed(futs):
+            try: done(futs[fut], fut.result())
+            except Exception: died.append(futs[fut])  # the pool broke: a worker was killed or crashed
+    return died
+
+def _extract_in_child(conn, video, out_dir, params: dict, force: bool, compress: bool):
+    _tune_worker_memory()
+    conn.send(extract_one(video, out_dir, params, force, compress))
+    conn.close()
+
+def _isolated_extract(videos: list, out_dir, params: dict, force: bool, compress: bool, workers: int, done):
+    "Extract each video in a process of its own, `workers` at a time: a video that kills its process fails alone."
+    ctx, todo, running = _mp_context(), list(videos), {}
+    while todo or running:
+        while todo and len(running) < workers:
+            v = todo.pop(0)
+            recv, send = ctx.Pipe(duplex=False)
+            p = ctx.Process(target=_extract_in_child, args=(send, v, out_dir, params, force, compress), daemon=True)
+            p.start(); send.close()
+            running[recv] = (p, v)
+        for recv in mp.connection.wait(list(running)):  # readable: a record, or end of file when the child died
+            p, v = running.pop(recv)
+            try: rec = recv.recv()
+            except EOFError:
+                p.join()
+                rec = dict(video=str(v), status='failed', file=None, warnings=[],
+                           error=f'the worker process died (exit code {p.exitcode}) while extracting this video')
+            recv.close(); p.join()
+            done(v, rec)
+
 def extract_videos(videos: list, out_dir, params: dict, workers: int = 1, force: bool = False, manifest: str | None = 'manifest.json',
-                   desc: str = 'extract', every: float = 5.0, quiet: bool = False) -> list[dict]:
+                   desc: str = 'extract', every: float = 5.0, quiet: bool = False, compress: bool = True) -> list[dict]:
     "Extract every video into `out_dir` with `workers` processes; return (and keep writing) the manifest records."
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     videos = [Path(v) for v in videos]
     sizes = {v: (v.stat().st_size if v.is_file() else 0) for v in videos}
     order = sorted(videos, key=lambda v: -sizes[v])  # largest first: better balance across workers
-    records, last = {}, time.perf_counter()
+    records, last, started = {}, time.perf_counter(), time.time()
     def write_manifest(done: bool):
         if manifest is None: return
         recs = [records[v] for v in videos if v in records]
@@ -183,18 +258,20 @@ def extract_videos(videos: list, out_dir, params: dict, workers: int = 1, force:
     try:
         if workers <= 1:
             for v in order:
-                records[v] = extract_one(v, out_dir, params, force); bar.update(1)
+                records[v] = extract_one(v, out_dir, params, force, compress); bar.update(1)
                 if time.perf_counter() - last > every: write_manifest(False); last = time.perf_counter()
         else:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context()) as pool:
-                futs = {pool.submit(extract_one, v, out_dir, params, force): v for v in order}
-                for fut in as_completed(futs):
-                    v = futs[fut]
-                    try: records[v] = fut.result()
-                    except Exception as e:  # a worker died (killed, out of memory): record, go on
-                        records[v] = dict(video=str(v), status='failed', file=None, error=f'worker died: {type(e).__name__}: {e}', warnings=[])
-                    bar.update(1)
-                    if time.perf_counter() - last > every: write_manifest(False); last = time.perf_counter()
+            def done(v, rec):
+                nonlocal last
+                records[v] = rec; bar.update(1)
+                if time.perf_counter() - last > every: write_manifest(False); last = time.perf_counter()
+            died = _pool_extract(order, out_dir, params, force, compress, workers, done)
+            # a worker that dies (a crash in the decoder, out of memory) breaks the pool and every video it still had:
+            # redo those in a process each, so that only a video that kills its own process is reported failed
+            def redone(v, rec):  # 'cached' by a worker of this very run before the pool broke: that is 'ok'
+                if rec['status'] == 'cached' and (out_dir / rec['file']).stat().st_mtime >= started: rec['status'] = 'ok'
+                done(v, rec)
+            _isolated_extract(died, out_dir, params, force, compress, workers, redone)
     finally:
         bar.close()
         write_manifest(len(records) == len(videos))
@@ -208,6 +285,7 @@ def extract(src: str,  # a folder of videos (searched recursively), a list file 
             block: int = 16,  # motion-field cell size in pixels
             no_keyframes: bool = False,  # store motion and frame types only, no keyframe pixels
             force: bool = False,  # redo videos that are already cached
+            no_compress: bool = False,  # store the motion arrays undeflated: ~8x larger, a few % faster to extract and read
             quiet: bool = False,  # no progress output
            ) -> int:
     "Extract keyframes and motion vectors of every video in SRC into a cache (one .npz per video + a manifest)."
@@ -221,7 +299,7 @@ def extract(src: str,  # a folder of videos (searched recursively), a list file 
     mine = videos[i::n]
     out_dir = default_extract_dir(out)
     recs = extract_videos(mine, out_dir, params, workers=workers, force=force, manifest=_manifest_name(i, n),
-                          desc=f'extract {i}/{n}' if n > 1 else 'extract', quiet=quiet)
+                          desc=f'extract {i}/{n}' if n > 1 else 'extract', quiet=quiet, compress=not no_compress)
     failed = [r for r in recs if r['status'] == 'failed']
     counts = {s: sum(r['status'] == s for r in recs) for s in ('ok', 'cached', 'failed')}
     print(f"{len(recs)} videos: {counts['ok']} extracted, {counts['cached']} already cached, {counts['failed']} failed "
