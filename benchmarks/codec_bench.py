@@ -188,8 +188,8 @@ def main():
     L = ['# Codec benchmark: vssl_nb.codec vs motion-vector-extractor', '',
          f"Run {time.strftime('%Y-%m-%d %H:%M')} with `python benchmarks/codec_bench.py --repeats {args.repeats}` on the real clips "
          f"of `{args.videos}` ({len(clips)} clips, {n_all} frames).", '',
-         f"**Machine**: {machine()}. Load average {load0[0]:.2f} at the start and {load1[0]:.2f} at the end"
-         f"{' (other jobs were running)' if max(load0[0], load1[0]) > 1.0 else ''}. This VM is shared, so absolute numbers are "
+         f"**Machine**: {machine()}. Load average {load0[0]:.2f} at the start and {load1[0]:.2f} at the end (the run itself "
+         "keeps up to two cores busy). This VM is shared, so absolute numbers are "
          "noisy; each pair was measured interleaved in this one run (best of the repeats), and the ratios are what to read.", '',
          'Ours decodes single-threaded (deterministic vectors); motion-vector-extractor lets FFmpeg pick its threading '
          '(frame threads), so it uses more than one core per process: see its CPU seconds.', '',
