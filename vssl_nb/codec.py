@@ -291,7 +291,8 @@ def vectors_to_field(vectors: list[np.ndarray], height: int, width: int, block: 
     inv = np.divide(1.0 / div, count, out=count, where=valid)  # in place: 1 / (div * area) where valid, 0 elsewhere
     flow = np.empty((T, 2, gh, gw), np.float32)
     for c, mc in enumerate((mx, my)):  # area-weighted mean, written straight into the float32 result
-        np.multiply(np.bincount(cells, weight * mc[rows], nbins).reshape(T, gh, gw), inv, out=flow[:, c], casting='same_kind')
+        sums = np.bincount(cells, np.multiply(weight, mc[rows], dtype=np.float64), nbins)  # float64: exact, no int overflow
+        np.multiply(sums.reshape(T, gh, gw), inv, out=flow[:, c], casting='same_kind')
     return flow, valid
 
 # %% ../nbs/01_codec.ipynb #70b75fb1

@@ -212,8 +212,9 @@ def _pool_extract(videos: list, out_dir, params: dict, force: bool, compress: bo
             try: futs[pool.submit(extract_one, v, out_dir, params, force, compress)] = v
             except BrokenProcessPool: died += videos[i:]; break
         for fut in as_completed(futs):
-            try: done(futs[fut], fut.result())
-            except Exception: died.append(futs[fut])  # the pool broke: a worker was killed or crashed
+            try: rec = fut.result()
+            except Exception: died.append(futs[fut]); continue  # the pool broke: a worker was killed or crashed
+            done(futs[fut], rec)
     return died
 
 def _extract_in_child(conn, video, out_dir, params: dict, force: bool, compress: bool):
@@ -269,7 +270,8 @@ def extract_videos(videos: list, out_dir, params: dict, workers: int = 1, force:
             # a worker that dies (a crash in the decoder, out of memory) breaks the pool and every video it still had:
             # redo those in a process each, so that only a video that kills its own process is reported failed
             def redone(v, rec):  # 'cached' by a worker of this very run before the pool broke: that is 'ok'
-                if rec['status'] == 'cached' and (out_dir / rec['file']).stat().st_mtime >= started: rec['status'] = 'ok'
+                entry = out_dir / rec['file'] if rec['status'] == 'cached' else None
+                if entry is not None and entry.exists() and entry.stat().st_mtime >= started: rec['status'] = 'ok'
                 done(v, rec)
             _isolated_extract(died, out_dir, params, force, compress, workers, redone)
     finally:
