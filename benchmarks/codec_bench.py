@@ -160,8 +160,11 @@ def main():
 
     rows, tot = [], {k: [0, 0.0, 0.0] for k in ('ours_a', 'mvx_a', 'ours_b', 'ours_b_field', 'mvx_b')}
     det = []
+    facts = {}  # clip -> (info, B-frames)
     for p in clips:
-        n = CompressedVideo(p).info.n_frames
+        v = CompressedVideo(p)
+        facts[p] = (v.info, v.frame_types.count('B'))
+        n = v.info.n_frames
         best = best_interleaved({
             'ours_a': lambda: CompressedVideo(p).extract(pixels='keyframes'),
             'mvx_a': lambda: mvx_read(p, True),
@@ -180,7 +183,7 @@ def main():
               f"differing frames ours {ours_d}, mvx {mvx_d}", flush=True)
 
     n_all = sum(r[1] for r in rows)
-    longest = max(clips, key=lambda p: CompressedVideo(p).info.n_frames * CompressedVideo(p).info.width * CompressedVideo(p).info.height)
+    longest = max(clips, key=lambda p: facts[p][0].n_frames * facts[p][0].width * facts[p][0].height)
     memory = {what: peak_memory(longest, what) for what in ('raw', 'none', 'keyframes')}
     load1 = os.getloadavg()
 
@@ -225,7 +228,7 @@ def main():
     L += ['', '## (d) determinism: frames whose vectors differ between two runs', '',
           '| clip | frames | B-frames | ours | mvextractor |', '|---|---|---|---|---|']
     for name, n, ours_d, mvx_d in det:
-        L.append(f"| {name} | {n} | {CompressedVideo(args.videos / name).frame_types.count('B')} | {ours_d} | {mvx_d} |")
+        L.append(f"| {name} | {n} | {facts[args.videos / name][1]} | {ours_d} | {mvx_d} |")
     L.append(f"| **all** | {n_all} | | **{sum(d[2] for d in det)}** | **{sum(d[3] for d in det)}** |")
     L += ['', f'## (e) memory: one read of {longest.name} in a fresh process', '',
           'Peak resident memory growth while reading, against the bytes of what the call returns '

@@ -21,8 +21,8 @@ import torch
 
 from vssl_nb import data as D
 from vssl_nb import synth as S
+from vssl_nb.codec import sample_videos_dir
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def clips_per_second(ds, n_clips: int, workers: int, batch_size: int = 8, seed: int = 0) -> float:
@@ -70,8 +70,8 @@ def main(argv=None):
             S.generate_dataset(S.preset_config('tiny'), tmp / 'tiny', seed=0, workers=2, show_progress=False)
             S.generate_dataset(S.preset_config('small', n_train=3, n_test=0), tmp / 'small128', seed=0, workers=2, show_progress=False)
             roots = [(tmp / 'tiny', 56), (tmp / 'small128', 112)]
-            real = ROOT.parent / 'shared' / 'videos'
-            if real.is_dir():  # real H.264 clips (~300 frames), linked in place, never copied
+            real = sample_videos_dir()  # ../shared/videos or $VSSL_SAMPLES
+            if real is not None:  # real H.264 clips (~300 frames), linked in place, never copied
                 for cls, name in (('ArmWrestling', 'arm_wrestling_340x256_h264.mp4'), ('Basketball', 'basketball_426x240_h264.mp4')):
                     if (real / name).is_file():
                         (tmp / 'real' / cls).mkdir(parents=True, exist_ok=True); (tmp / 'real' / cls / name).symlink_to(real / name)

@@ -9,8 +9,7 @@ from vssl_nb.attention import (AttentionExplorer, ClipClassifier, attention_figu
 from vssl_nb.models import build_backbone
 
 
-@pytest.fixture(autouse=True)
-def _quiet(monkeypatch): monkeypatch.setenv('VSSL_PROGRESS', 'off')
+pytestmark = pytest.mark.usefixtures('quiet_progress')
 
 
 def moving_square_clip(T=8, size=32, region=(8, 16, 8, 16), seed=0):

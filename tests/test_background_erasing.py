@@ -11,18 +11,11 @@ from vssl_nb.train import Recipe, Trainer, make_loader
 SMALL = dict(widths=(8, 8, 16, 16))
 
 
-@pytest.fixture(autouse=True)
-def _quiet(monkeypatch): monkeypatch.setenv('VSSL_PROGRESS', 'off')
+pytestmark = pytest.mark.usefixtures('quiet_progress')
 
 
 @pytest.fixture(scope='module')
-def videos():
-    "16 rendered synthetic videos (4 classes, 32 px, 24 frames) as a (16, 3, 24, 32, 32) tensor and their labels."
-    from vssl_nb.synth import WorldConfig, plan_dataset, render_video
-    cfg = WorldConfig(width=32, height=32, n_frames=24, n_train=4, n_test=0, classes=('MoveLeft', 'MoveRight', 'RotateCW', 'Grow'))
-    specs = plan_dataset(cfg, 0)
-    x = torch.stack([torch.from_numpy(render_video(s, cfg)[0]).permute(3, 0, 1, 2).float() / 255 for s in specs])
-    return x, torch.tensor([s.label for s in specs])
+def videos(synthetic_videos): return synthetic_videos
 
 
 class Views(torch.utils.data.Dataset):

@@ -45,12 +45,7 @@ def _free_port() -> int:
 def _explorer_source() -> tuple[str, str]:
     "The notebook line that builds the explorer, and what it shows (for the test's messages)."
     videos = shared_videos_dir()
-    try:
-        import vssl_nb.codec  # noqa: F401
-        has_codec = True
-    except ImportError:
-        has_codec = False
-    if videos is not None and (videos / CLIP).is_file() and has_codec:
+    if videos is not None and (videos / CLIP).is_file():
         return f"ex = explore_motion({str(videos)!r}, max_frames=90)\nex.picker.value = [p for p in ex.videos if p.name == {CLIP!r}][0]", CLIP
     return "from vssl_nb.mvviz import toy_motion_clip\nex = explore_motion(toy_motion_clip(n=12, height=192, width=256))", 'toy clip'
 
@@ -136,8 +131,11 @@ def chromium_page(playwright, tmp_path: Path, width: int, height: int):
         try: yield ctx.pages[0] if ctx.pages else ctx.new_page()
         finally: ctx.close()
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason='/usr/bin/chromium is missing: install Debian\'s chromium package '
-                    '(apt-get install -y chromium); this test never downloads a browser')
+needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason='/usr/bin/chromium is missing: install Debian\'s chromium '
+                                    'package (apt-get install -y chromium); this test never downloads a browser')
+
+
+@needs_chromium
 def test_explorer_in_jupyterlab(jupyterlab, tmp_path):
     playwright = pytest.importorskip('playwright.sync_api', reason='playwright is not installed (a dev requirement)')
     base, token, root = jupyterlab
@@ -184,8 +182,7 @@ def test_explorer_in_jupyterlab(jupyterlab, tmp_path):
         (ARTIFACTS / 'titles.txt').write_text(f"clip: {shown}\nbefore: {before_title}\nafter: {after_title}\n")
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason='/usr/bin/chromium is missing: install Debian\'s chromium package '
-                    '(apt-get install -y chromium); this test never downloads a browser')
+@needs_chromium
 def test_animated_figure_needs_no_kernel(tmp_path):
     "`motion_figure` saved as a standalone page: its slider changes the frame in a browser with no Python behind it."
     playwright = pytest.importorskip('playwright.sync_api', reason='playwright is not installed (a dev requirement)')

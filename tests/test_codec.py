@@ -5,7 +5,6 @@ import subprocess
 import sys
 import textwrap
 import warnings
-from pathlib import Path
 
 import av
 import numpy as np
@@ -249,12 +248,17 @@ def test_raw_motion_vectors_memory_is_what_it_returns(shared_videos, tmp_path):
     assert grown < returned + 64 * 2**20, (grown / 2**20, returned / 2**20)  # before the fix: ~250 MB over
 
 
+@pytest.fixture(scope='module')
+def edge_vectors(shared_videos):
+    "The first 40 frames' vectors of a 426-px-wide clip (blocks over the frame edge), and its height and width."
+    v = CompressedVideo(shared_videos / 'basketball_426x240_h264.mp4')
+    return v.raw_motion_vectors()[:40], v.info.height, v.info.width
+
+
 @pytest.mark.parametrize('block', [16, 8, 12])
-def test_vectors_to_field_matches_unit_by_unit_pooling(shared_videos, block):
+def test_vectors_to_field_matches_unit_by_unit_pooling(edge_vectors, block):
     "The vectorised pooling equals the definition: every 4x4 unit inside the frame adds its vector to the cell of its centre."
-    v = CompressedVideo(shared_videos / 'basketball_426x240_h264.mp4')  # 426 wide: blocks over the frame edge
-    vecs = v.raw_motion_vectors()[:40]
-    H, W = v.info.height, v.info.width
+    vecs, H, W = edge_vectors
     flow, valid = vectors_to_field(vecs, H, W, block)
     gh, gw = -(-H // block), -(-W // block)
     sums, count = np.zeros((len(vecs), 2, gh, gw)), np.zeros((len(vecs), gh, gw))

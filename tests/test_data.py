@@ -1,6 +1,5 @@
 """The data pipeline: split files, clip sampling, motion-consistent transforms, bad videos, real clips."""
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,8 +8,6 @@ import torch
 from vssl_nb import data as D
 from vssl_nb import synth as S
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / 'data_samples'
 
 
 @pytest.fixture(scope='module')

@@ -11,15 +11,11 @@ from vssl_nb.train import Trainer, make_loader
 SMALL = dict(widths=(8, 8, 16, 16))
 
 
-@pytest.fixture(autouse=True)
-def _quiet(monkeypatch): monkeypatch.setenv('VSSL_PROGRESS', 'off')
+pytestmark = pytest.mark.usefixtures('quiet_progress')
 
 
 @pytest.fixture(scope='module')
-def videos():
-    from vssl_nb.synth import WorldConfig, plan_dataset, render_video
-    cfg = WorldConfig(width=32, height=32, n_frames=24, n_train=4, n_test=0, classes=('MoveLeft', 'MoveRight', 'RotateCW', 'Grow'))
-    return torch.stack([torch.from_numpy(render_video(s, cfg)[0]).permute(3, 0, 1, 2).float() / 255 for s in plan_dataset(cfg, 0)])
+def videos(synthetic_videos): return synthetic_videos[0]
 
 
 def test_warp_is_identical_across_frames():

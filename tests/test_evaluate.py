@@ -12,8 +12,7 @@ from vssl_nb.models import build_backbone
 from vssl_nb.train import SyntheticClips, make_loader
 
 
-@pytest.fixture(autouse=True)
-def _quiet(monkeypatch): monkeypatch.setenv('VSSL_PROGRESS', 'off')
+pytestmark = pytest.mark.usefixtures('quiet_progress')
 
 
 def at(*degrees):

@@ -1,7 +1,6 @@
 """The foundation: packaging, the `vssl` CLI, the papermill runner and the results table."""
 import configparser
 import json
-import os
 import subprocess
 import sys
 import tomllib
@@ -12,14 +11,7 @@ import pytest
 
 import vssl_nb
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def vssl(*args, env=None, timeout=600):
-    "Run the installed `vssl` console script of this interpreter's environment."
-    exe = Path(sys.executable).with_name('vssl')
-    assert exe.exists(), f'the console script {exe} is missing: install the package (pip install -e .)'
-    return subprocess.run([str(exe)] + [str(a) for a in args], capture_output=True, text=True, env=env, timeout=timeout)
+from conftest import ROOT, vssl
 
 
 def test_version_matches_settings_ini():

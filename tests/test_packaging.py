@@ -10,7 +10,7 @@ import pytest
 
 import vssl_nb
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
 
 
 def _pip(python: Path, *args, timeout=900):

@@ -1,16 +1,17 @@
 """The synthetic world: determinism, the bundled data_samples, the scene-bias knob, ground truth vs the codec."""
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from vssl_nb import codec
 from vssl_nb import synth as S
 from vssl_nb.cli import main as vssl
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 SAMPLES = ROOT / 'data_samples'
 
 
@@ -107,12 +108,6 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys):
 
 # --- ground-truth velocity vs the codec's motion field -------------------------------------------
 
-def _codec():
-    if importlib.util.find_spec('vssl_nb.codec') is None: pytest.skip('vssl_nb.codec (issue 3) is not installed yet')
-    from vssl_nb import codec
-    return codec
-
-
 def motion_agreement(codec, root: Path, videos: list, block: int = 16) -> np.ndarray:
     "|codec flow - ground-truth actor velocity| (px) on blocks wholly inside the actor, over `videos`."
     errs = []
@@ -131,7 +126,6 @@ def _moving_set(root, **kw):
 def test_codec_motion_agrees_with_ground_truth_on_textured_sprites(tmp_path):
     """With one reference frame and no B-frames every vector is a one-frame displacement, so the codec's
     field must match the true velocity (measured 2026-11: median 0.08 px, p90 0.29 px)."""
-    codec = _codec()
     err = motion_agreement(codec, tmp_path, _moving_set(tmp_path, bframes=0, refs=1))
     assert len(err) > 100, f'too few blocks inside sprites ({len(err)})'
     med, p90 = float(np.median(err)), float(np.quantile(err, 0.9))
@@ -143,7 +137,6 @@ def test_codec_motion_agrees_with_ground_truth_on_textured_sprites(tmp_path):
 def test_codec_motion_with_b_frames_is_displacement_to_the_reference(tmp_path):
     """With B-frames and 3 references (the presets' default) a vector spans 1-3 frames: still
     directionally right, so its median error stays under a pixel (measured 0.78 px) but its tail is long."""
-    codec = _codec()
     err = motion_agreement(codec, tmp_path, _moving_set(tmp_path, bframes=2, refs=3))
     med = float(np.median(err))
     print(f'codec motion vs ground truth (B-frames, 3 refs): median error {med:.3f} px, p90 {np.quantile(err, 0.9):.3f} px')

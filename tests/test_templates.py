@@ -1,17 +1,14 @@
 """The experiment templates run end to end under papermill on the bundled data_samples/."""
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from vssl_nb import experiments
 
+from conftest import vssl as run_vssl
 
-def vssl(*args, timeout=900):
-    exe = Path(sys.executable).with_name('vssl')
-    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+def vssl(*args): return run_vssl(*args, timeout=900)
 
 
 @pytest.mark.parametrize('method', ['cmd', 'simclr', 'be'])

@@ -13,8 +13,7 @@ from vssl_nb.train import (RECIPES, Callback, DistBatchNorm, ResumableBatchSampl
 SMALL = dict(widths=(4, 8, 8, 16))
 
 
-@pytest.fixture(autouse=True)
-def _quiet(monkeypatch): monkeypatch.setenv('VSSL_PROGRESS', 'off')
+pytestmark = pytest.mark.usefixtures('quiet_progress')
 
 
 class Crash(Callback):
@@ -85,13 +84,13 @@ def test_warmup_cosine():
     assert warmup_cosine(0, 10, 0.3) == pytest.approx(0.3)   # no warm-up
 
 
-def test_lr_and_clipping_applied(tmp_path):
+def test_lr_and_clipping_applied():
     grads = []
     class Norm(Callback):
         def on_step_end(self, trainer, step, logs):
             grads.append(math.sqrt(sum(p.grad.square().sum() for p in trainer.recipe.parameters() if p.grad is not None)))
     torch.manual_seed(0); t = _trainer(None, steps=3, clip_grad=0.01, callbacks=[Norm()], warmup_steps=2)
-    hist = t.fit()
+    t.fit()
     assert all(g <= 0.01 + 1e-6 for g in grads)
     assert t.optimizer.param_groups[0]['lr'] == pytest.approx(warmup_cosine(2, 3, 0.05, 2))
 
@@ -163,7 +162,7 @@ def test_ddp_float32_first_step():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
-def test_mixed_precision_on_gpu(tmp_path):
+def test_mixed_precision_on_gpu():
     torch.manual_seed(0)
     recipe = build_recipe('cmd', build_backbone('tiny'))
     t = Trainer(recipe, make_loader(SyntheticClips(n=32, size=64), 8), steps=4, lr=0.05, show_progress=False, device='cuda')

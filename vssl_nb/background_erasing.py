@@ -11,13 +11,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .losses import MomentumEncoder, MoCoQueue, _at_least_f32
+from .losses import MomentumEncoder, MoCoQueue
 from .models import ProjectionHead, VideoBackbone, build_backbone
 from .train import Recipe, SyntheticClips, make_loader
 
 # %% auto #0
-__all__ = ['SCENE_RECIPES', 'background_erase', 'moco_nce', 'Embedder', 'MoCoRecipe', 'other_video_index', 'BERecipe',
-           'BackgroundErasing', 'with_background_erasing']
+__all__ = ['SCENE_RECIPES', 'background_erase', 'Embedder', 'MoCoRecipe', 'other_video_index', 'BERecipe', 'BackgroundErasing',
+           'with_background_erasing']
 
 # %% ../nbs/10_background_erasing.ipynb #76c775fc
 def background_erase(clip: torch.Tensor, lam: float | None = None, frame: torch.Tensor | int | None = None,
@@ -43,28 +43,8 @@ def background_erase(clip: torch.Tensor, lam: float | None = None, frame: torch.
     return (mixed, lam, frame) if return_params else mixed
 
 # %% ../nbs/10_background_erasing.ipynb #1b7175a0
-def moco_nce(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor | None = None, temperature: float = 0.07,
-             extra_negatives: torch.Tensor | None = None) -> torch.Tensor:
-    r"""MoCo's InfoNCE (He et al., CVPR 2020) with optional per-sample extra negatives:
-    $-\frac1N\sum_i\log\frac{e^{q_i\cdot k_i/\tau}}{e^{q_i\cdot k_i/\tau}+\sum_{m}e^{q_i\cdot n_{im}/\tau}+\sum_{k\in Q}e^{q_i\cdot k/\tau}}$.
+from .losses import moco_nce  # MoCo InfoNCE with optional per-sample extra negatives
 
-    `query`, `key`: `(N, D)`; `queue`: `(K, D)` keys shared by all queries (a `MoCoQueue`'s `keys`);
-    `extra_negatives`: `(N, D)` or `(N, M, D)`, negatives of query i only (BE's other-video clip, DSM's
-    temporal disturbance). Everything is L2-normalised; keys and negatives carry no gradient."""
-    if query.ndim != 2 or query.shape != key.shape:
-        raise ValueError(f"moco_nce needs query and key of the same shape (N, D), got {tuple(query.shape)} and {tuple(key.shape)}")
-    if temperature <= 0: raise ValueError(f"temperature must be positive, got {temperature}")
-    q, k = F.normalize(_at_least_f32(query), dim=1), F.normalize(_at_least_f32(key.detach()), dim=1)
-    logits = [(q * k).sum(1, keepdim=True)]
-    if extra_negatives is not None:
-        n = extra_negatives.detach()
-        n = n[:, None] if n.ndim == 2 else n
-        if n.shape[0] != q.shape[0] or n.shape[-1] != q.shape[1]:
-            raise ValueError(f"extra_negatives must be (N, D) or (N, M, D) with N={q.shape[0]}, D={q.shape[1]}, got {tuple(extra_negatives.shape)}")
-        logits.append(torch.einsum('nd,nmd->nm', q, F.normalize(_at_least_f32(n), dim=-1)))
-    if queue is not None: logits.append(q @ F.normalize(_at_least_f32(queue.detach()), dim=1).T)
-    logits = torch.cat(logits, dim=1) / temperature
-    return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
 
 # %% ../nbs/10_background_erasing.ipynb #7f1e2344
 class Embedder(nn.Module):
@@ -114,12 +94,12 @@ def other_video_index(video_index: torch.Tensor) -> torch.Tensor:
     "For each sample, the index of the nearest following sample (cyclically) from a different video; itself if there is none."
     v = video_index.reshape(-1)
     n = len(v)
-    out = torch.arange(n, device=v.device)
-    for i in range(n):
-        for s in range(1, n):
-            j = (i + s) % n
-            if v[j] != v[i]: out[i] = j; break
-    return out
+    i = torch.arange(n, device=v.device)
+    if n < 2: return i
+    j = (i[:, None] + torch.arange(1, n, device=v.device)) % n   # row i: the samples after i, in cyclic order
+    differs = v[j] != v[:, None]
+    first = j.gather(1, differs.int().argmax(1, keepdim=True))[:, 0]  # argmax: the first True
+    return torch.where(differs.any(1), first, i)
 
 class BERecipe(MoCoRecipe):
     "Background Erasing on MoCo (Wang et al., CVPR 2021): `moco_weight`·MoCo(clip, clip2) + `be_weight`·MoCo(BE(clip), clip)."
@@ -173,10 +153,8 @@ class BackgroundErasing(Recipe):
 def with_background_erasing(recipe: str, views: tuple[str, ...] = ('clip',)):
     "A registry factory `(backbone, max_lambda=0.3, **kwargs)` building `vssl_nb.train.RECIPES[recipe]` wrapped in `BackgroundErasing`."
     def build(backbone: VideoBackbone | str, max_lambda: float = 0.3, **kwargs) -> BackgroundErasing:
-        from vssl_nb import train
-        if recipe not in train.RECIPES: raise ValueError(f"unknown recipe {recipe!r} to add Background Erasing to; known: {', '.join(train.RECIPES)}")
-        if isinstance(backbone, str): backbone = build_backbone(backbone)
-        return BackgroundErasing(train.RECIPES[recipe](backbone, **kwargs), views, max_lambda)
+        from vssl_nb.train import build_recipe
+        return BackgroundErasing(build_recipe(recipe, backbone, **kwargs), views, max_lambda)
     build.__name__ = f"{recipe}_be"
     build.__doc__ = f"`{recipe}` with Background Erasing on {', '.join(views)}."
     return build

@@ -53,7 +53,7 @@ def _top_help() -> str:
     width = max(map(len, COMMANDS))
     rows = [f"  {n:<{width}}  {summary}" + ('' if _available(n) else '  (not installed in this version)')
             for n, (_, _, summary) in COMMANDS.items()]
-    return '\n'.join([f"usage: vssl [-h] [--version] COMMAND [options]", '',
+    return '\n'.join(["usage: vssl [-h] [--version] COMMAND [options]", '',
                       'A notebook-first workbench for self-supervised video representation learning.', '',
                       'commands:', *rows, '', "Run 'vssl COMMAND --help' for a command's options."])
 

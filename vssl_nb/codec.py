@@ -5,7 +5,6 @@
 # %% ../nbs/01_codec.ipynb #498d8b33
 from __future__ import annotations
 
-import math
 import os
 import warnings
 import weakref
@@ -339,6 +338,7 @@ class Extraction:
     params: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
     keyframe_format: str = 'rgb24'        # or the decoder's 'yuv420p'/'yuvj420p' planes (K,H*3/2,W), see `rgb()`
+    vector_counts: np.ndarray | None = None  # int64 (T,) motion vectors FFmpeg exported per frame (None without vectors)
     colorspace: int = 0                   # the frames' AVColorSpace, needed to turn stored planes into RGB
 
     @property
@@ -504,7 +504,7 @@ class CompressedVideo:
     def motion_field(self, block: int = 16) -> MotionField:
         "Block motion field (see `vectors_to_field`): float32 `(T,2,ceil(H/block),ceil(W/block))` + valid mask."
         self._require_vectors()
-        return self.extract(pixels='none', block=block).motion
+        return self.extract(pixels='none', block=block, accumulate=False).motion
 
     def accumulated_motion(self, block: int = 16) -> np.ndarray:
         "CoViAR-style motion accumulated back to each GOP's I-frame, float32 `(T,2,h,w)` (see `accumulate_motion`)."
@@ -532,7 +532,7 @@ class CompressedVideo:
             return f.to_ndarray()
         vectors = vectors and info.mv_support
         exact = {'all': 'all', 'keyframes': 'intra', 'none': 'none'}[pixels]
-        types, kidx, kframes, frames, flows, valids, pending = [], [], [], [], [], [], []
+        types, kidx, kframes, frames, flows, valids, pending, counts = [], [], [], [], [], [], [], []
         def flush():
             if pending:
                 f, v = vectors_to_field(pending, info.height, info.width, block)
@@ -548,7 +548,7 @@ class CompressedVideo:
                     if pixels == 'keyframes': kframes.append(keyframe(f))
                     elif pixels == 'all': kframes.append(frames[-1])
                 if vectors:
-                    pending.append(frame_vectors(f))
+                    pending.append(frame_vectors(f)); counts.append(len(pending[-1]))
                     if len(pending) >= self.chunk: flush()
         for w in caught: warnings.warn(w.message, w.category, stacklevel=2)
         types = ''.join(types)
@@ -575,7 +575,8 @@ class CompressedVideo:
                           frames=self._stack(frames, size) if pixels == 'all' else None, motion=motion, accumulated=acc,
                           mv_available=motion is not None, mv_note=note,
                           params=dict(pixels=pixels, block=block, keyframe_size=keyframe_size), warnings=[str(w.message) for w in caught],
-                          keyframe_format=info.pix_fmt if planar else 'rgb24', colorspace=colorspace)
+                          keyframe_format=info.pix_fmt if planar else 'rgb24', colorspace=colorspace,
+                          vector_counts=np.asarray(counts, np.int64) if vectors else None)
 
 # %% ../nbs/01_codec.ipynb #7ebff159
 def reencode(src: str | os.PathLike, dst: str | os.PathLike, codec: str = 'mpeg4', gop: int = 12, bframes: int = 0,
@@ -584,7 +585,8 @@ def reencode(src: str | os.PathLike, dst: str | os.PathLike, codec: str = 'mpeg4
     if codec not in ('h264', 'mpeg4'): raise ValueError(f"codec must be 'h264' or 'mpeg4', got {codec!r}")
     if gop < 1 or bframes < 0: raise ValueError(f"need gop >= 1 and bframes >= 0, got gop={gop}, bframes={bframes}")
     src, dst = Path(src), Path(dst)
-    info = CompressedVideo(src).info
+    video = CompressedVideo(src)
+    info = video.info
     w, h = size if size is not None else (info.width, info.height)
     w, h = max(2, int(w) // 2 * 2), max(2, int(h) // 2 * 2)
     rate = fps or info.fps or 25
@@ -592,7 +594,7 @@ def reencode(src: str | os.PathLike, dst: str | os.PathLike, codec: str = 'mpeg4
     tmp = dst.with_name(f'.{dst.stem}.tmp{dst.suffix}')
     out, st = _open_writer(tmp, codec, w, h, rate, gop, bframes, quality)
     try:
-        for i, f in decode_frames(src):
+        for i, f in video._frames():
             g = f.reformat(width=w, height=h, format='yuv420p', interpolation='AREA')
             g.pts, g.time_base = i, 1 / Fraction(st.average_rate)
             g.pict_type = av.video.frame.PictureType.NONE  # else the encoder copies the source's frame types

@@ -146,9 +146,9 @@ def params_hash(params: dict, digest_size: int = 8) -> str:
     blob = json.dumps(params, sort_keys=True, default=_json_default).encode()
     return hashlib.blake2b(blob, digest_size=digest_size).hexdigest()
 
-def cache_key(path: str | os.PathLike, params: dict) -> str:
-    "`<content hash>-<params hash>`: the name of a cache entry for `path` processed with `params`."
-    return f"{file_hash(path)}-{params_hash(params)}"
+def cache_key(path: str | os.PathLike, params: dict, content_hash: str | None = None) -> str:
+    "`<content hash>-<params hash>`: the name of a cache entry for `path` processed with `params` (`content_hash`: `file_hash(path)` if known)."
+    return f"{content_hash or file_hash(path)}-{params_hash(params)}"
 
 # %% ../nbs/00_core.ipynb #22dbfdf4
 RECORDED_PACKAGES = ('vssl-nb', 'torch', 'numpy', 'av', 'papermill', 'nbdev', 'matplotlib', 'plotly', 'scipy')

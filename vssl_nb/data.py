@@ -6,16 +6,15 @@
 from __future__ import annotations
 
 import math
-import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .codec import CompressedVideo, VideoDecodeError
+from .codec import CompressedVideo
 from .extract import VIDEO_EXTS, load_or_extract
 
 # %% auto #0
@@ -281,7 +280,7 @@ class ColorJitter:
             for o in order:
                 if o == 0: x = x * fb
                 elif o == 1: x = (x - mean) * fc + mean
-                elif o == 2: x = (x - _gray(x)) * fs + _gray(x)
+                elif o == 2: g = _gray(x); x = (x - g) * fs + g
                 elif fh: x = torch.einsum('ij,...jhw->...ihw', _hue_matrix(fh).to(x), x)
                 x = x.clamp(0, 1)
             s[k] = x
@@ -313,9 +312,11 @@ class Compose:
         return sample
     def __repr__(self): return f"Compose({[type(t).__name__ for t in self.transforms]})"
 
-def train_transform(size: int = 56, scale=(0.2, 1.0), jitter: float = 0.4, gray: float = 0.2, normalize: bool = True) -> Compose:
-    "The usual self-supervised training augmentation: random resized crop, flip, colour jitter, grayscale, normalisation."
-    ts = [RandomResizedCrop(size, scale), RandomHorizontalFlip(), ColorJitter(jitter, jitter, jitter, min(jitter / 4, 0.5)), RandomGrayscale(gray)]
+def train_transform(size: int = 56, scale=(0.2, 1.0), jitter: float = 0.4, gray: float = 0.2, normalize: bool = True,
+                    flip: bool = True) -> Compose:
+    "The usual self-supervised training augmentation: random resized crop, flip (unless `flip=False`), colour jitter, grayscale, normalisation."
+    ts = [RandomResizedCrop(size, scale), *([RandomHorizontalFlip()] if flip else []),
+          ColorJitter(jitter, jitter, jitter, min(jitter / 4, 0.5)), RandomGrayscale(gray)]
     return Compose(ts + ([Normalize()] if normalize else []))
 
 def eval_transform(size: int = 56, resize: int | None = None, normalize: bool = True) -> Compose:
@@ -328,11 +329,11 @@ _REPORTED: set = set()  # (path, reason) pairs already reported in this process
 
 class ClipDataset(torch.utils.data.Dataset):
     "Clips with their context (nearest I-frame) and motion targets from a list of `VideoItem`s; bad videos are skipped and reported once."
-    def __init__(self, items, sampler: ClipSampler | None = None, transform=None, keyframe_transform=None,
+    def __init__(self, items, sampler: ClipSampler | None = None, transform=None,
                  cache_dir=None, block: int = 16, context: bool = True, motion: bool = True,
                  from_cache: bool = True, max_skips: int = 20, classes=None):
         self.items, self.sampler = list(items), sampler or ClipSampler()
-        self.transform, self.keyframe_transform = transform, keyframe_transform
+        self.transform = transform
         self.cache_dir, self.block, self.context, self.motion = cache_dir, block, context, motion
         self.from_cache, self.max_skips, self.classes = from_cache, max_skips, classes
         self.bad: dict = {}
@@ -345,7 +346,8 @@ class ClipDataset(torch.utils.data.Dataset):
     def extraction(self, item: VideoItem):
         "Keyframes, frame types and motion field of `item` (from the cache, or extracted now when `from_cache` is False)."
         if self.from_cache: return load_or_extract(item.path, self.cache_dir, block=self.block)
-        return CompressedVideo(item.path).extract(pixels='keyframes' if self.context else 'none', block=self.block, vectors=self.motion)
+        return CompressedVideo(item.path).extract(pixels='keyframes' if self.context else 'none', block=self.block, vectors=self.motion,
+                                                  accumulate=False)
 
     def _report(self, item: VideoItem, err: Exception):
         reason = f"{type(err).__name__}: {err}"
@@ -392,8 +394,6 @@ class ClipDataset(torch.utils.data.Dataset):
                 s['motion'] = torch.zeros(len(c['motion']), 2, gh, gw)
                 s['motion_valid'] = torch.zeros(len(c['motion']), gh, gw, dtype=torch.bool)
         if self.transform is not None: s = self.transform(s, g)
-        if self.context and self.keyframe_transform is not None:
-            s['keyframe'] = self.keyframe_transform(dict(clip=s['keyframe'][None]), g)['clip'][0]
         out = dict(clip=s['clip'].permute(1, 0, 2, 3).contiguous(), label=item.label, video=vid,
                    frames=torch.from_numpy(c['frames']), padded=c['padded'])
         if self.context: out.update(keyframe=s['keyframe'], keyframe_index=c['keyframe'], keyframe_distance=c['keyframe_distance'])

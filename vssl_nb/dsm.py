@@ -6,11 +6,9 @@
 from __future__ import annotations
 
 import math
-from functools import partial
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from .background_erasing import MoCoRecipe, moco_nce
@@ -48,16 +46,21 @@ def local_warp_field(height: int, width: int, n_warps: int | None = None, max_wa
         field += (0.5 / (3 * (d / length) ** 4 + 1))[..., None] * v
     return field
 
+def _sampling_grid(field: torch.Tensor) -> torch.Tensor:
+    "`grid_sample` coordinates (−1..1) where each output pixel reads, for displacement fields `(..., H, W, 2)`."
+    H, W = field.shape[-3:-1]
+    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing='ij')
+    src = torch.stack([xx, yy], -1).to(field) - field                         # where each output pixel reads
+    return torch.stack([(src[..., 0] + 0.5) / W * 2 - 1, (src[..., 1] + 0.5) / H * 2 - 1], -1)
+
+def _warp(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    return F.grid_sample(x, grid.to(x.dtype), mode='bilinear', padding_mode='border', align_corners=False)
+
 def warp_frames(frames: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
     "Every frame of `frames` `(..., H, W)` pulled through the displacement `field` `(H, W, 2)`: out(p) = in(p − δ(p)), bilinear."
     H, W = frames.shape[-2:]
     if field.shape != (H, W, 2): raise ValueError(f"warp field {tuple(field.shape)} does not fit frames of {H}x{W} (expected ({H}, {W}, 2))")
-    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing='ij')
-    src = torch.stack([xx, yy], -1).to(field) - field                         # where each output pixel reads
-    grid = torch.stack([(src[..., 0] + 0.5) / W * 2 - 1, (src[..., 1] + 0.5) / H * 2 - 1], -1)
-    x = frames.reshape(1, -1, H, W)
-    out = F.grid_sample(x, grid[None].to(x.dtype), mode='bilinear', padding_mode='border', align_corners=False)
-    return out.reshape(frames.shape)
+    return _warp(frames.reshape(1, -1, H, W), _sampling_grid(field)[None]).reshape(frames.shape)
 
 def spatial_local_disturbance(clip: torch.Tensor, n_warps: int | None = None, max_warps: int = 3,
                               generator: torch.Generator | None = None, return_field: bool = False, **field_kwargs):
@@ -67,7 +70,7 @@ def spatial_local_disturbance(clip: torch.Tensor, n_warps: int | None = None, ma
     if x.ndim != 5: raise ValueError(f"spatial_local_disturbance expects (B, C, T, H, W) or (C, T, H, W), got {tuple(clip.shape)}")
     H, W = x.shape[-2:]
     fields = torch.stack([local_warp_field(H, W, n_warps, max_warps, generator=generator, **field_kwargs) for _ in range(x.shape[0])]).to(x.device)
-    out = torch.stack([warp_frames(c, f) for c, f in zip(x, fields)])
+    out = _warp(x.reshape(x.shape[0], -1, H, W), _sampling_grid(fields)).reshape(x.shape)  # one field per clip, all frames
     out, fields = (out[0], fields[0]) if single else (out, fields)
     return (out, fields) if return_field else out
 
@@ -126,7 +129,7 @@ def dsm_views(batch: dict, clip_frames: int | None = None, positive_view: str = 
     elif clip_frames is not None and clip.shape[2] > clip_frames:
         anchor, negative, starts, _ = cut_two_windows(clip, clip_frames, generator)
         other = batch.get(positive_view, clip)
-        source = torch.stack([other[i, :, s:s + clip_frames] for i, s in enumerate(starts.tolist())])
+        source = anchor if other is clip else torch.stack([other[i, :, s:s + clip_frames] for i, s in enumerate(starts.tolist())])
     else:
         raise KeyError(f"DSM needs a temporal negative: batch key '{OTHER_TIME_KEY}' (a clip of the same video at another time), "
                        f"or clips longer than `clip_frames` to cut two windows from (clip has {clip.shape[2]} frames, clip_frames={clip_frames})")

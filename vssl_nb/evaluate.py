@@ -132,9 +132,7 @@ class LinearProbeRecipe(Recipe):
         return {'loss': F.cross_entropy(logits, batch['label']), 'acc': (logits.argmax(1) == batch['label']).float().mean()}
 
 def _logits(model: nn.Module, clip: torch.Tensor) -> torch.Tensor:
-    if hasattr(model, 'logits'): return model.logits(clip)
-    if isinstance(model, SupervisedRecipe): return model.classifier(model.backbone(clip))
-    return model(clip)
+    return model.logits(clip) if hasattr(model, 'logits') else model(clip)
 
 @torch.no_grad()
 def evaluate_classifier(model: nn.Module, loader, device=None) -> dict[str, float]:

@@ -146,7 +146,7 @@ def run_experiment(template: str | os.PathLike, params: dict | None = None, run_
     import papermill as pm
     path = find_template(template)
     params = dict(params or {})
-    check_parameters(path, params)
+    declared = check_parameters(path, params)
     if not isinstance(timeout, (int, float)) or timeout <= 0: raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     experiment = experiment or path.stem
     run_id = run_id or new_run_id()
@@ -155,7 +155,7 @@ def run_experiment(template: str | os.PathLike, params: dict | None = None, run_
     if run_dir.exists() and any(run_dir.iterdir()): raise FileExistsError(f"run folder {run_dir} already exists; choose another run id")
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / 'params.json', params)
-    record = RunRecord(params, seed=params.get('seed', declared_parameters(path).get('seed', {}).get('default')), name=experiment)
+    record = RunRecord(params, seed=params.get('seed', declared.get('seed', {}).get('default')), name=experiment)
     record.data.update(run_id=run_id, template=str(path), notebook=path.name)
     record.save(run_dir / 'record.json')
     out_nb = run_dir / path.name
@@ -197,7 +197,7 @@ def _flatten(d: dict, prefix: str = '') -> dict:
 
 def _run_rows(root: Path, experiment: str | None) -> list[dict]:
     exps = [root / experiment] if experiment else sorted(p for p in root.iterdir() if p.is_dir())
-    rows = []
+    rows, template_defaults = [], {}
     for exp in exps:
         if not exp.is_dir(): raise FileNotFoundError(f"no runs of experiment {exp.name!r} under {root}")
         for run in sorted(p for p in exp.iterdir() if p.is_dir()):
@@ -207,8 +207,10 @@ def _run_rows(root: Path, experiment: str | None) -> list[dict]:
             except json.JSONDecodeError:
                 print(f"skipping {run}: record.json is not valid JSON", file=sys.stderr); continue
             params = rec.get('params', {})
-            try: defaults = {k: v['default'] for k, v in declared_parameters(rec['template']).items()}
-            except Exception: defaults = {}
+            if rec.get('template') not in template_defaults:  # inspect each template once, not once per run
+                try: template_defaults[rec.get('template')] = {k: v['default'] for k, v in declared_parameters(rec['template']).items()}
+                except Exception: template_defaults[rec.get('template')] = {}
+            defaults = template_defaults[rec.get('template')]
             params = {k: (parse_value(v) if isinstance(v, str) else v) for k, v in defaults.items()} | params
             metrics_path = run / 'metrics.json'
             try: metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}

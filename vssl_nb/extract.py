@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import ctypes
-import io
 import json
 import os
 import platform
@@ -16,7 +15,7 @@ import warnings
 import zipfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import replace
+from functools import partial
 from pathlib import Path
 import multiprocessing as mp
 import multiprocessing.connection
@@ -26,7 +25,7 @@ from fastcore.script import CliError
 
 from .codec import (CompressedVideo, Extraction, MotionField, VideoDecodeError, VideoInfo,
                            accumulate_motion, sample_videos_dir)
-from .core import atomic_open, atomic_write_json, cache_dir, file_hash, params_hash, progress
+from .core import atomic_open, atomic_write_json, cache_dir, cache_key, file_hash, progress
 
 # %% auto #0
 __all__ = ['FORMAT_VERSION', 'FLOW_SCALE', 'VIDEO_EXTS', 'extraction_params', 'save_extraction', 'read_extraction',
@@ -56,6 +55,7 @@ def save_extraction(ex: Extraction, path: str | os.PathLike, params: dict | None
         q = np.rint(ex.motion.flow * FLOW_SCALE)
         if q.size and np.abs(q).max() > 32767: raise ValueError(f"{ex.path}: motion beyond the int16 quarter-pixel range")
         arrays.update(flow_q=q.astype(np.int16), valid=ex.motion.valid, reliable=ex.motion.reliable)
+    if ex.vector_counts is not None: arrays['vector_counts'] = ex.vector_counts
     # not fsync'd: an entry that a power cut leaves damaged is found and redone (see `_is_complete`), never trusted
     with atomic_open(path, 'wb', durable=False) as f: _savez(f, arrays, stored=('keyframes',) if compress else tuple(arrays))
     return Path(path)
@@ -87,7 +87,7 @@ def read_extraction(cache_file: str | os.PathLike) -> Extraction:
                       keyframe_indices=arrays['keyframe_indices'], keyframes=arrays.get('keyframes'), frames=None,
                       motion=motion, accumulated=acc, mv_available=meta['mv_available'], mv_note=meta['mv_note'],
                       params=meta['params'], warnings=meta['warnings'], keyframe_format=meta['keyframe_format'],
-                      colorspace=meta['colorspace']).rgb()
+                      colorspace=meta['colorspace'], vector_counts=arrays.get('vector_counts')).rgb()
 
 # %% ../nbs/01a_extract.ipynb #0c71a728
 def default_extract_dir(path=None) -> Path:
@@ -97,9 +97,7 @@ def default_extract_dir(path=None) -> Path:
 def cache_file_for(video_path, cache_dir=None, block: int = 16, keyframe_size=None, pixels: str = 'keyframes',
                    content_hash: str | None = None) -> Path:
     "The cache file of `video_path` for these parameters: `<cache>/<content hash>-<params hash>.npz`."
-    params = extraction_params(block, keyframe_size, pixels)
-    h = content_hash or file_hash(video_path)
-    return default_extract_dir(cache_dir) / f"{h}-{params_hash(params)}.npz"
+    return default_extract_dir(cache_dir) / f"{cache_key(video_path, extraction_params(block, keyframe_size, pixels), content_hash)}.npz"
 
 def _is_complete(cache_file: Path) -> bool:
     "Whether `cache_file` exists and ends with a zip directory (written last: a file cut short by a power loss has none)."
@@ -157,7 +155,7 @@ def extract_one(video_path, out_dir, params: dict, force: bool = False, compress
     rec = dict(video=str(video_path), status=None, file=None, n_frames=None, error=None, warnings=[], seconds=None)
     try:
         h = file_hash(video_path)
-        target = Path(out_dir) / f"{h}-{params_hash(params)}.npz"
+        target = Path(out_dir) / f"{cache_key(video_path, params, h)}.npz"
         rec['file'] = target.name
         if not force and _is_complete(target):
             rec['status'] = 'cached'
@@ -204,12 +202,12 @@ def _mp_context():
     methods = mp.get_all_start_methods()
     return mp.get_context('fork' if 'fork' in methods else 'spawn')  # fork: workers start in milliseconds
 
-def _pool_extract(videos: list, out_dir, params: dict, force: bool, compress: bool, workers: int, done) -> list:
-    "Extract `videos` with a pool of `workers` processes, calling `done(video, record)`; return the videos a dying worker took with it."
+def _pool_extract(videos: list, job, workers: int, done) -> list:
+    "Run `job(video)` (`extract_one` with its settings) in a pool of `workers` processes, calling `done(video, record)`; return the videos a dying worker took with it."
     died, futs = [], {}
     with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=_tune_worker_memory) as pool:
         for i, v in enumerate(videos):
-            try: futs[pool.submit(extract_one, v, out_dir, params, force, compress)] = v
+            try: futs[pool.submit(job, v)] = v
             except BrokenProcessPool: died += videos[i:]; break
         for fut in as_completed(futs):
             try: rec = fut.result()
@@ -217,19 +215,19 @@ def _pool_extract(videos: list, out_dir, params: dict, force: bool, compress: bo
             done(futs[fut], rec)
     return died
 
-def _extract_in_child(conn, video, out_dir, params: dict, force: bool, compress: bool):
+def _extract_in_child(conn, job, video):
     _tune_worker_memory()
-    conn.send(extract_one(video, out_dir, params, force, compress))
+    conn.send(job(video))
     conn.close()
 
-def _isolated_extract(videos: list, out_dir, params: dict, force: bool, compress: bool, workers: int, done):
-    "Extract each video in a process of its own, `workers` at a time: a video that kills its process fails alone."
+def _isolated_extract(videos: list, job, workers: int, done):
+    "Run `job(video)` for each video in a process of its own, `workers` at a time: a video that kills its process fails alone."
     ctx, todo, running = _mp_context(), list(videos), {}
     while todo or running:
         while todo and len(running) < workers:
             v = todo.pop(0)
             recv, send = ctx.Pipe(duplex=False)
-            p = ctx.Process(target=_extract_in_child, args=(send, v, out_dir, params, force, compress), daemon=True)
+            p = ctx.Process(target=_extract_in_child, args=(send, job, v), daemon=True)
             p.start(); send.close()
             running[recv] = (p, v)
         for recv in mp.connection.wait(list(running)):  # readable: a record, or end of file when the child died
@@ -256,24 +254,25 @@ def extract_videos(videos: list, out_dir, params: dict, workers: int = 1, force:
         atomic_write_json(out_dir / manifest, dict(params=params, finished=done, n_videos=len(videos),
                           counts={s: sum(r['status'] == s for r in recs) for s in ('ok', 'cached', 'failed')}, videos=recs))
     bar = progress(total=len(videos), desc=desc, unit='video', every=every, disable=quiet)
+    job = partial(extract_one, out_dir=out_dir, params=params, force=force, compress=compress)
     try:
         if workers <= 1:
             for v in order:
-                records[v] = extract_one(v, out_dir, params, force, compress); bar.update(1)
+                records[v] = job(v); bar.update(1)
                 if time.perf_counter() - last > every: write_manifest(False); last = time.perf_counter()
         else:
             def done(v, rec):
                 nonlocal last
                 records[v] = rec; bar.update(1)
                 if time.perf_counter() - last > every: write_manifest(False); last = time.perf_counter()
-            died = _pool_extract(order, out_dir, params, force, compress, workers, done)
+            died = _pool_extract(order, job, workers, done)
             # a worker that dies (a crash in the decoder, out of memory) breaks the pool and every video it still had:
             # redo those in a process each, so that only a video that kills its own process is reported failed
             def redone(v, rec):  # 'cached' by a worker of this very run before the pool broke: that is 'ok'
                 entry = out_dir / rec['file'] if rec['status'] == 'cached' else None
                 if entry is not None and entry.exists() and entry.stat().st_mtime >= started: rec['status'] = 'ok'
                 done(v, rec)
-            _isolated_extract(died, out_dir, params, force, compress, workers, redone)
+            _isolated_extract(died, job, workers, redone)
     finally:
         bar.close()
         write_manifest(len(records) == len(videos))

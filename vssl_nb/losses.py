@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['dist_info', 'all_gather_with_grad', 'info_nce', 'nt_xent', 'MomentumEncoder', 'MoCoQueue', 'moco_loss',
+__all__ = ['dist_info', 'all_gather_with_grad', 'info_nce', 'nt_xent', 'MomentumEncoder', 'MoCoQueue', 'moco_nce', 'moco_loss',
            'context_matching_loss', 'motion_prediction_loss', 'motion_regression_loss']
 
 # %% ../nbs/06_losses.ipynb #f2227aa7
@@ -114,21 +114,39 @@ class MoCoQueue(nn.Module):
     def enqueue(self, keys: torch.Tensor):
         "Replace the oldest entries by `keys` (gathered from every process under torch.distributed)."
         keys = F.normalize(_at_least_f32(keys.detach()), dim=1)
-        if dist_info()[1] > 1:
-            out = [torch.empty_like(keys) for _ in range(dist_info()[1])]; dist.all_gather(out, keys.contiguous()); keys = torch.cat(out)
+        keys = all_gather_with_grad(keys)  # every process's keys (no graph: this runs under no_grad)
         n, size = keys.shape[0], self.keys.shape[0]
         if n > size: raise ValueError(f"cannot enqueue {n} keys into a queue of {size}")
         idx = (self.ptr + torch.arange(n, device=keys.device)) % size
         self.keys[idx] = keys.to(self.keys.dtype)
         self.ptr.fill_(int((self.ptr + n) % size))
 
-def moco_loss(query: torch.Tensor, key: torch.Tensor, queue: MoCoQueue, temperature: float = 0.07) -> torch.Tensor:
-    r"""MoCo's InfoNCE (He et al., CVPR 2020): $-\log\frac{e^{q\cdot k_+/\tau}}{e^{q\cdot k_+/\tau}+\sum_{k\in\text{queue}}e^{q\cdot k/\tau}}$.
+def moco_nce(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor | None = None, temperature: float = 0.07,
+             extra_negatives: torch.Tensor | None = None) -> torch.Tensor:
+    r"""MoCo's InfoNCE (He et al., CVPR 2020) with optional per-sample extra negatives:
+    $-\frac1N\sum_i\log\frac{e^{q_i\cdot k_i/\tau}}{e^{q_i\cdot k_i/\tau}+\sum_{m}e^{q_i\cdot n_{im}/\tau}+\sum_{k\in Q}e^{q_i\cdot k/\tau}}$.
 
-    Only the queue gives negatives (not the batch); `key` comes from the momentum encoder (no gradient)."""
+    `query`, `key`: `(N, D)`; `queue`: `(K, D)` keys shared by all queries (a `MoCoQueue`'s `keys`);
+    `extra_negatives`: `(N, D)` or `(N, M, D)`, negatives of query i only (BE's other-video clip, DSM's
+    temporal disturbance). Everything is L2-normalised; keys and negatives carry no gradient."""
+    if query.ndim != 2 or query.shape != key.shape:
+        raise ValueError(f"moco_nce needs query and key of the same shape (N, D), got {tuple(query.shape)} and {tuple(key.shape)}")
+    if temperature <= 0: raise ValueError(f"temperature must be positive, got {temperature}")
     q, k = F.normalize(_at_least_f32(query), dim=1), F.normalize(_at_least_f32(key.detach()), dim=1)
-    logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.keys.clone().detach().T], dim=1) / temperature
+    logits = [(q * k).sum(1, keepdim=True)]
+    if extra_negatives is not None:
+        n = extra_negatives.detach()
+        n = n[:, None] if n.ndim == 2 else n
+        if n.shape[0] != q.shape[0] or n.shape[-1] != q.shape[1]:
+            raise ValueError(f"extra_negatives must be (N, D) or (N, M, D) with N={q.shape[0]}, D={q.shape[1]}, got {tuple(extra_negatives.shape)}")
+        logits.append(torch.einsum('nd,nmd->nm', q, F.normalize(_at_least_f32(n), dim=-1)))
+    if queue is not None: logits.append(q @ F.normalize(_at_least_f32(queue.detach()), dim=1).T)
+    logits = torch.cat(logits, dim=1) / temperature
     return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
+
+def moco_loss(query: torch.Tensor, key: torch.Tensor, queue: MoCoQueue, temperature: float = 0.07) -> torch.Tensor:
+    "MoCo's InfoNCE (He et al., CVPR 2020) against a `MoCoQueue`: `moco_nce` with the queue's keys as the only negatives."
+    return moco_nce(query, key, queue.keys, temperature)
 
 # %% ../nbs/06_losses.ipynb #5dc85635
 def context_matching_loss(clip_embedding: torch.Tensor, keyframe_embedding: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:

@@ -115,11 +115,12 @@ class VideoResNet(VideoBackbone):
         super().__init__()
         if kind not in ('r3d', 'r2plus1d'): raise ValueError(f"VideoResNet kind must be 'r3d' or 'r2plus1d', got {kind!r}")
         if len(layers) != 4 or len(widths) != 4: raise ValueError(f"VideoResNet needs 4 stages, got layers={layers}, widths={widths}")
-        conv, w0 = (conv3x3x3, widths[0]) if kind == 'r3d' else (Conv2Plus1D, widths[0])
+        w0 = widths[0]
         if kind == 'r3d':
+            conv = conv3x3x3
             stem = nn.Sequential(nn.Conv3d(3, w0, (3, 7, 7), (1, 2, 2), (1, 3, 3), bias=False), nn.BatchNorm3d(w0), nn.ReLU(inplace=True))
         else:
-            mid = 45 * w0 // 64
+            conv, mid = Conv2Plus1D, 45 * w0 // 64
             stem = nn.Sequential(nn.Conv3d(3, mid, (1, 7, 7), (1, 2, 2), (0, 3, 3), bias=False), nn.BatchNorm3d(mid), nn.ReLU(inplace=True),
                                  nn.Conv3d(mid, w0, (3, 1, 1), 1, (1, 0, 0), bias=False), nn.BatchNorm3d(w0), nn.ReLU(inplace=True))
         stages, cin = [], w0

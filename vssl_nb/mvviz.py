@@ -163,6 +163,12 @@ def block_centres(h: int, w: int, block: int, step: int = 1):
     ys, xs = (np.arange(0, h, step) + 0.5) * block, (np.arange(0, w, step) + 0.5) * block
     return np.meshgrid(xs, ys)
 
+def _hole_centres(valid_t: np.ndarray, block: int, step: int = 1):
+    "`(x, y)` centres of the blocks (every `step`-th) of one frame that have no vector."
+    cx, cy = block_centres(*valid_t.shape, block, step)
+    bad = ~valid_t[::step, ::step]
+    return cx[bad], cy[bad]
+
 def arrow_segments(flow_t, valid_t=None, block: int = 16, step: int = 1, scale: float = 1.0):
     "Arrows of one frame `(2, h, w)`: tails and tips `(n, 2)` (x, y pixels) for every `step`-th valid block; tips on the block centres."
     flow_t = np.asarray(flow_t, np.float32)
@@ -196,9 +202,7 @@ def plot_arrows(clip: MotionClip, t: int, step: int = 1, scale: float = 1.0, ax=
     ax.quiver(tails[:, 0], tails[:, 1], d[:, 0], d[:, 1], color=color, angles='xy', scale_units='xy', scale=1,
               width=0.004, headwidth=3.5, headlength=4, minlength=0.1)
     if mark_invalid and clip.frame_types[t] != 'I':
-        cx, cy = block_centres(*clip.valid[t].shape, clip.block, step)
-        bad = ~clip.valid[t][::step, ::step]
-        ax.plot(cx[bad], cy[bad], 'x', color='red', ms=4, mew=1, label='no vector (intra / uncovered)')
+        ax.plot(*_hole_centres(clip.valid[t], clip.block, step), 'x', color='red', ms=4, mew=1, label='no vector (intra / uncovered)')
     ax.set_xlim(0, W); ax.set_ylim(H, 0); ax.set_axis_off()
     ax.set_title(_frame_title(clip, t), fontsize=9)
     return fig
@@ -327,18 +331,18 @@ def _frame_traces(clip: MotionClip, t: int, view: str, max_magnitude: float, ste
     if view not in VIEWS: raise ValueError(f"unknown view {view!r}; expected one of {VIEWS}")
     frame, is_i = clip.frames[t], clip.frame_types[t] == 'I'
     small = (lambda im: im) if img_scale == 1 else (lambda im: _resize(im, img_scale))
+    uris = {}  # the side view shows the frame twice: encode it once
     def image(im, xy):
-        return go.Image(source=_image_uri(small(im)), x0=0, y0=0, dx=1 / img_scale, dy=1 / img_scale,
+        if id(im) not in uris: uris[id(im)] = _image_uri(small(im))
+        return go.Image(source=uris[id(im)], x0=0, y0=0, dx=1 / img_scale, dy=1 / img_scale,
                         hoverinfo='skip', xaxis=xy[0], yaxis=xy[1])
-    tails, tips = arrow_segments(clip.flow[t], clip.valid[t], clip.block, step, scale)
-    ax_, ay_, n = arrow_path(tails, tips)
-    cx, cy = block_centres(*clip.valid[t].shape, clip.block, step)
-    bad = ~clip.valid[t][::step, ::step] & (not is_i)
     def arrows(color, xy):
+        ax_, ay_, n = arrow_path(*arrow_segments(clip.flow[t], clip.valid[t], clip.block, step, scale))
         return go.Scatter(x=ax_, y=ay_, mode='lines', line=dict(color=color, width=1.5), hoverinfo='skip',
                           name=f'{n} vectors', meta={'arrows': n}, showlegend=False, xaxis=xy[0], yaxis=xy[1])
+    hx, hy = _hole_centres(clip.valid[t], clip.block, step) if not is_i else (np.zeros(0), np.zeros(0))
     def holes(xy):
-        return go.Scatter(x=list(cx[bad].round(1)), y=list(cy[bad].round(1)), mode='markers', hoverinfo='skip',
+        return go.Scatter(x=list(hx.round(1)), y=list(hy.round(1)), mode='markers', hoverinfo='skip',
                           marker=dict(symbol='x-thin', size=6, line=dict(color='red', width=1.5)),
                           name='no vector', showlegend=False, xaxis=xy[0], yaxis=xy[1])
     over = lambda: frame if is_i else color_overlay(frame, clip.field(t), clip.valid[t], clip.block, max_magnitude)  # an I-frame stays clean
@@ -418,12 +422,11 @@ def motion_figure(clip: MotionClip, view: str = 'both', max_magnitude: float | N
 # %% ../nbs/02_mvviz.ipynb #292d21fd
 VIDEO_SUFFIXES = ('.mp4', '.avi', '.mkv', '.mov', '.webm', '.m4v')
 
-def list_videos(folder, recursive: bool = True) -> list[Path]:
-    "Video files (by suffix) in `folder` (and its subfolders, as in UCF101-style class folders), sorted by path."
-    folder = Path(folder)
-    if not folder.is_dir(): raise NotADirectoryError(f"{folder} is not a folder of videos")
-    files = folder.rglob('*') if recursive else folder.iterdir()
-    return sorted(p for p in files if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+def list_videos(folder) -> list[Path]:
+    "Video files (by suffix) in `folder` and its subfolders (UCF101-style class folders), sorted by path."
+    from vssl_nb.extract import find_videos
+    if not Path(folder).is_dir(): raise NotADirectoryError(f"{folder} is not a folder of videos")
+    return find_videos(folder, VIDEO_SUFFIXES)
 
 def find_sample_videos(folder=None) -> list[Path]:
     "Sample clips: `folder`, else `$VSSL_SAMPLES`, else `../shared/videos` beside the checkout, else the repo's `data_samples/`; [] if none."
@@ -441,19 +444,18 @@ def _open_video(path_or_video):
 def load_motion_clip(path_or_video, block: int = 16, start: int = 0, stop: int | None = None, every: int = 1,
                      max_frames: int | None = None, frames: np.ndarray | None = None) -> MotionClip:
     "Frames, motion field, frame types and raw vector counts of a video (a path or a `CompressedVideo`) as a `MotionClip`."
-    from vssl_nb.codec import MotionVectorsUnavailable
     video = _open_video(path_or_video)
-    types = video.frame_types
+    ex = video.extract(pixels='none', block=block, accumulate=False)  # one pass: frame types, field, vector counts
+    types = ex.frame_types
     idx = np.arange(len(types))[start:stop:every]
     if max_frames and len(idx) > max_frames: idx = idx[:max_frames]
     if len(idx) == 0: raise ValueError(f"{video.path}: no frames in [{start}:{stop}:{every}] of its {len(types)}")
-    try:
-        mf = video.motion_field(block=block)
-        flow, valid, note = np.asarray(mf.flow)[idx], np.asarray(mf.valid)[idx], mf.note
-        counts = np.array([len(v) for v in video.raw_motion_vectors()])[idx]
-    except MotionVectorsUnavailable as e:   # a codec without exported vectors: show the frames, say why
+    if ex.motion is not None:
+        flow, valid, note = ex.motion.flow[idx], ex.motion.valid[idx], ex.motion.note
+        counts = ex.vector_counts[idx]
+    else:   # a codec without exported vectors: show the frames, say why
         h, w = -(-video.info.height // block), -(-video.info.width // block)
-        flow, valid, note = np.zeros((len(idx), 2, h, w), np.float32), np.zeros((len(idx), h, w), bool), e.reason
+        flow, valid, note = np.zeros((len(idx), 2, h, w), np.float32), np.zeros((len(idx), h, w), bool), ex.mv_note
         counts = np.zeros(len(idx), int)
     if frames is None: frames = video.frames(indices=idx)
     elif len(frames) != len(idx): raise ValueError(f"{video.path}: {len(frames)} frames given for {len(idx)} indices")
@@ -480,8 +482,7 @@ def render_overlay(clip: MotionClip, t: int, view: str = 'arrows', max_magnitude
                 stroke = []
             else: stroke.append((x, y))
     if mark_invalid and clip.frame_types[t] != 'I':
-        cx, cy = block_centres(*clip.valid[t].shape, clip.block, step)
-        for x, y in zip(*(a[~clip.valid[t][::step, ::step]] for a in (cx, cy))):
+        for x, y in zip(*_hole_centres(clip.valid[t], clip.block, step)):
             draw.line([(x - 2, y - 2), (x + 2, y + 2)], fill=(255, 0, 0)); draw.line([(x - 2, y + 2), (x + 2, y - 2)], fill=(255, 0, 0))
     return np.asarray(pil)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +15,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from .core import seed_everything
-from .data import (ClipSampler, ColorJitter, Compose, Normalize, RandomGrayscale, RandomHorizontalFlip, RandomResizedCrop,
-                          clip_loader, eval_transform, video_dataset)
+from .data import ClipSampler, Compose, clip_loader, eval_transform, train_transform, video_dataset
 from .evaluate import evaluate_classifier, extract_video_features, knn_accuracy, retrieval_recall
 from .models import build_backbone
 from .train import SupervisedRecipe, Trainer, build_recipe
@@ -37,6 +36,9 @@ def samples_root() -> Path:
         raise FileNotFoundError(f"the bundled data_samples/ was not found at {root} (it ships with a checkout of vssl-nb, "
                                 "not with the wheel); pass a data set folder or set VSSL_SAMPLES_DATA")
     return root
+
+def _num_classes(ds) -> int:
+    return len(ds.classes) if ds.classes else 1 + max(it.label for it in ds.items)
 
 @dataclass
 class StudyData:
@@ -65,8 +67,7 @@ class StudyData:
     @property
     def num_classes(self) -> int:
         "Number of classes (from classInd.txt, else the largest training label + 1)."
-        ds = video_dataset(self.root, 'train', context=False, motion=False)
-        return len(ds.classes) if ds.classes else 1 + max(it.label for it in ds.items)
+        return _num_classes(video_dataset(self.root, 'train', context=False, motion=False))
 
 # %% ../nbs/08a_study.ipynb #a58ddbad
 class PretextViews(Dataset):
@@ -89,9 +90,7 @@ def _sampler(data: StudyData, mode: str = 'random', n_clips: int = 1, frames: in
 
 def study_transform(data: StudyData, jitter: float = 0.4, gray: float = 0.2) -> Compose:
     "Training augmentation of a study: random resized crop (area ≥ `min_crop`), optional flip, colour jitter, grayscale, normalisation."
-    flip = [RandomHorizontalFlip()] if data.flip else []
-    return Compose([RandomResizedCrop(data.size, (data.min_crop, 1.0)), *flip, ColorJitter(jitter, jitter, jitter, jitter / 4),
-                    RandomGrayscale(gray), Normalize()])
+    return train_transform(data.size, (data.min_crop, 1.0), jitter, gray, flip=data.flip)
 
 def pretext_dataset(data: StudyData, keys, split: str = 'train', clip_frames: int | None = None) -> PretextViews:
     "The training dataset for a recipe that needs batch `keys` (e.g. `recipe.required_keys`)."
@@ -159,7 +158,7 @@ def train_supervised(data: StudyData, motion_weight: float = 0.0, label_fraction
     train = labelled_subset(ds, label_fraction, seed)
     bs = min(data.batch_size, len(train))
     loader = clip_loader(train, batch_size=bs, shuffle=True, workers=data.workers, seed=seed, drop_last=True)
-    n_cls = data.num_classes
+    n_cls = _num_classes(ds.dataset)  # the training set is already listed: do not list it again
     recipe = SupervisedRecipe(build_backbone(backbone), n_cls, motion_weight=motion_weight)
     Trainer(recipe, loader, steps, lr=lr, seed=seed, run_dir=run_dir, show_progress=show_progress, **trainer_kwargs).fit()
     out = evaluate_classifier(recipe, eval_loader(data, 'test'))

@@ -8,8 +8,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import math
-import os
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -382,7 +380,7 @@ def _place(rel, radius, scale, span, rng):
 
 def _sprite_path(segments, look, cfg, rng, motion=None):
     "Per-frame centre (static camera), velocity, angle and scale of a sprite doing `segments` (or `motion`)."
-    T, size = cfg.n_frames, min(cfg.width, cfg.height)
+    size = min(cfg.width, cfg.height)
     if motion is None:
         parts = [ACTIONS[a].motion(e - s, rng, size) for a, s, e in segments]
         motion = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -508,10 +506,8 @@ def encode_h264(frames: np.ndarray, fps: int = 16, gop: int = 16, bframes: int =
 
 def decode_rgb(path) -> np.ndarray:
     "All frames of a video as uint8 RGB (T, H, W, 3) (single-threaded decode)."
-    with av.open(str(path)) as c:
-        st = c.streams.video[0]
-        st.thread_type = 'SLICE'
-        return np.stack([f.to_ndarray(format='rgb24') for f in c.decode(st)])
+    from vssl_nb.codec import CompressedVideo
+    return CompressedVideo(path).frames()
 
 # %% ../nbs/03_synth.ipynb #0c3b4e0f
 def save_npz(path, **arrays) -> Path:
@@ -621,7 +617,6 @@ def synth(preset: str = 'tiny',  # one of: tiny, small, scenebias
           ) -> int:
     "Generate a synthetic video data set with ground truth as a UCF101-style tree."
     from fastcore.script import CliError
-    if preset not in PRESETS: raise CliError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     ov = dict(n_train=n_train, n_test=n_test, width=size, height=size, n_frames=frames, fps=fps, gop=gop, bframes=bframes,
               crf=crf, distractors=distractors, camera_pan=camera_pan, noise_std=noise,
               scene_bias_train=scene_bias, scene_bias_test=scene_bias_test if scene_bias_test is not None else scene_bias,

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .core import atomic_open, progress, seed_worker
 from .experiments import save_metrics
-from .losses import context_matching_loss, dist_info, info_nce, motion_prediction_loss, motion_regression_loss, nt_xent
+from .losses import context_matching_loss, dist_info, motion_prediction_loss, motion_regression_loss, nt_xent
 from .models import KeyframeEncoder, MotionEncoder, MotionPredictor, ProjectionHead, VideoBackbone, build_backbone
 
 # %% auto #0
@@ -109,6 +109,12 @@ class MotionPrediction(nn.Module):
             self.pred_head = ProjectionHead(d_model, head_hidden, embed_dim)
             self.motion_head = ProjectionHead(self.motion_encoder.feature_dim, head_hidden, embed_dim)
 
+    @classmethod
+    def from_preset(cls, backbone: VideoBackbone, s: dict, temperature: float = 0.1, loss: str = 'nce') -> 'MotionPrediction':
+        "The motion task sized by a `resolve_preset` dict `s` for `backbone`'s feature maps."
+        return cls(backbone.map_dims, s['motion_widths'], s['d_model'], s['n_heads'], s['n_encoder'], s['n_decoder'],
+                   s['target_shape'], s['embed_dim'], s['head_hidden'], temperature, loss)
+
     def encode_motion(self, motion: torch.Tensor) -> torch.Tensor:
         "Motion-encoder features `(B, P, embed_dim)` of a motion field `(B, 2, T', h, w)`."
         return self.motion_head(self.motion_encoder(motion).flatten(2).transpose(1, 2))
@@ -136,8 +142,7 @@ class CMDRecipe(Recipe):
                     ('_motion_regression' if motion and motion_loss == 'regression' and context else '_regression' if motion and motion_loss == 'regression' else '')
         self.required_keys = ('clip',) + (('keyframe',) if context else ()) + (('motion',) if motion else ())
         self.context = ContextMatching(backbone.feature_dim, s['keyframe_widths'], s['keyframe_maxpool'], s['embed_dim'], s['head_hidden'], temperature) if context else None
-        self.motion = MotionPrediction(backbone.map_dims, s['motion_widths'], s['d_model'], s['n_heads'], s['n_encoder'], s['n_decoder'],
-                                       s['target_shape'], s['embed_dim'], s['head_hidden'], temperature, motion_loss) if motion else None
+        self.motion = MotionPrediction.from_preset(backbone, s, temperature, motion_loss) if motion else None
 
     def forward(self, batch: dict) -> dict:
         self.check_batch(batch)
@@ -183,9 +188,11 @@ class SupervisedRecipe(Recipe):
         self.required_keys = ('clip', 'label') + (('motion',) if motion_weight > 0 else ())
         self.motion = None
         if motion_weight > 0:
-            s = resolve_preset(preset, backbone, **sizes)
-            self.motion = MotionPrediction(backbone.map_dims, s['motion_widths'], s['d_model'], s['n_heads'], s['n_encoder'], s['n_decoder'],
-                                           s['target_shape'], s['embed_dim'], s['head_hidden'], temperature)
+            self.motion = MotionPrediction.from_preset(backbone, resolve_preset(preset, backbone, **sizes), temperature)
+    def logits(self, clip: torch.Tensor) -> torch.Tensor:
+        "Class scores of `clip` (what evaluation uses)."
+        return self.classifier(self.backbone(clip))
+
     def forward(self, batch: dict) -> dict:
         self.check_batch(batch)
         pooled, maps = self.backbone(batch['clip'], return_maps=True)
