@@ -10,9 +10,10 @@ import av
 import numpy as np
 import pytest
 
+from vssl_nb import synth
 from vssl_nb.codec import (MV_DTYPE, CompressedVideo, MotionVectorsUnavailable, VideoDecodeError, _open_writer, _texture,
                            accumulate_motion, decode_frames, frame_vectors, planes_to_rgb, reencode, synthetic_pan,
-                           vectors_to_field)
+                           reference_distances, vectors_to_field)
 
 PICT = {1: 'I', 2: 'P', 3: 'B', 4: 'P'}
 CLIPS = ['arm_wrestling_340x256_h264.mp4', 'basketball_426x240_h264.mp4', 'makeup_320x240_mpeg4.avi',
@@ -302,3 +303,129 @@ def test_construction_keeps_few_files_open(shared_videos):
     assert len(types) == 1 and all(v._opened is None for v in vids[:: codec._MAX_KEPT_OPEN - 1])
     with CompressedVideo(path) as v: pass
     assert v._opened is None
+
+
+# --- motion per frame of time ------------------------------------------------------------------
+
+def _median_vectors(mf):
+    "Per frame, the median (dx, dy) over the valid cells away from the border (NaN where none)."
+    inner = mf.valid[:, 1:-1, 1:-1]
+    return np.array([[np.median(mf.flow[t, c, 1:-1, 1:-1][inner[t]]) for c in range(2)] if inner[t].any() else [np.nan] * 2
+                     for t in range(len(mf))])
+
+
+def test_reference_distances_by_hand():
+    past, future = reference_distances('IBBPBBP')  # no flags: I/P are the references, B-frames are not
+    assert past.tolist() == [0, 1, 2, 3, 1, 2, 3] and future.tolist() == [0, 2, 1, 0, 2, 1, 0]
+    assert [d.tolist() for d in reference_distances('IPPIP')] == [[0, 1, 1, 0, 1], [0, 0, 0, 0, 0]]
+    # x264's B-pyramid: I B b B P, the middle b a reference, decoded I P b B B
+    past, future = reference_distances('IBBBP', references=[1, 0, 1, 0, 1], decode_order=[0, 3, 2, 4, 1])
+    assert past.tolist() == [0, 1, 2, 1, 4] and future.tolist() == [0, 1, 2, 1, 0]
+    # two B-frames before the next GOP's I-frame point at it; B-frames at the end of a stream cut short have no future reference
+    assert reference_distances('IPBBI')[1].tolist() == [0, 0, 2, 1, 0]
+    assert reference_distances('IPBB')[1].tolist() == [0, 0, 0, 0]
+    with pytest.raises(ValueError, match='reference flags'): reference_distances('IBP', references=[1, 0])
+
+
+def test_vectors_to_field_per_frame_by_hand():
+    def mv(source, w, h, dst_x, dst_y, mx, my, scale=4):
+        a = np.zeros(1, MV_DTYPE)
+        a[0] = (source, w, h, dst_x, dst_y, dst_x, dst_y, 0, mx, my, scale)
+        return a
+    none = np.empty(0, MV_DTYPE)
+    # frame 1 of I B B P: past vector over 1 frame, future vector over 2 frames, both (2, -1) px per frame; frame 3 over 3 frames
+    vecs = [none, np.concatenate([mv(-1, 16, 16, 8, 8, -8, 4), mv(1, 16, 16, 8, 8, 16, -8)]), none, mv(-1, 16, 16, 8, 8, -24, 12)]
+    raw, _ = vectors_to_field(vecs, 16, 16, 16)
+    per, valid = vectors_to_field(vecs, 16, 16, 16, per_frame=True, frame_types='IBBP')
+    assert raw[1, :, 0, 0].tolist() == [3, -1.5] and raw[3, :, 0, 0].tolist() == [6, -3]
+    assert per[1, :, 0, 0].tolist() == [2, -1] and per[3, :, 0, 0].tolist() == [2, -1] and valid[[1, 3]].all()
+    same, _ = vectors_to_field(vecs, 16, 16, 16, per_frame=True, distances=([0, 1, 2, 3], [0, 2, 1, 0]))
+    assert np.array_equal(same, per)
+    with pytest.raises(ValueError, match='frame types'): vectors_to_field(vecs, 16, 16, 16, per_frame=True)
+    with pytest.raises(ValueError, match='distances'): vectors_to_field(vecs, 16, 16, 16, per_frame=True, distances=([1], [1]))
+
+
+@pytest.mark.parametrize('suffix', ['mp4', 'ts'])  # MP4: length-prefixed NAL units; MPEG-TS: Annex B start codes
+def test_per_frame_pan_with_b_frames(tmp_path, suffix):
+    "The issue's case: a pan of exactly (3, 1) px per frame with B-frames (and x264's B-pyramid) is (3, 1) per frame, every frame."
+    path = synthetic_pan(tmp_path / f'pan_b.{suffix}', 'h264', shift=(3, 1), n_frames=24, bframes=2)
+    v = CompressedVideo(path)
+    raw, per = v.motion_field(16), v.motion_field(16, per_frame=True)
+    types = v.frame_types
+    assert 'B' in types and not raw.per_frame and per.per_frame
+    pred, p = np.array([t != 'I' for t in types]), np.array([t == 'P' for t in types])
+    mr, mp = _median_vectors(raw), _median_vectors(per)
+    err = np.abs(mp[pred] - [-3, -1]).max()
+    assert err <= 0.25, (types, mp.tolist())
+    past, _ = reference_distances(types)
+    assert (past[p] >= 2).all() and np.abs(mr[p] - past[p, None] * np.array([-3, -1])).max() <= 0.25  # raw: pan x distance
+    assert (np.abs(mr[p]) >= 2 * np.array([3, 1]) - 0.25).all()
+    for chunk in (1, 3):  # pooled in chunks while decoding: a B-frame waits for its future reference, same result
+        small = CompressedVideo(path, chunk=chunk).motion_field(16, per_frame=True)
+        assert np.array_equal(small.flow, per.flow) and np.array_equal(small.valid, per.valid)
+    ex = CompressedVideo(path).extract(pixels='keyframes', per_frame=True)
+    assert np.array_equal(ex.flow, per.flow) and ex.params['per_frame'] and ex.accumulated.shape == ex.flow.shape
+    acc = np.median(ex.accumulated[:8, 0, 3:-3, 3:-3], axis=(1, 2))  # accumulating per-frame motion counts each frame once
+    assert np.abs(acc - (-3) * np.arange(8)).max() <= 0.25, acc
+
+
+def test_per_frame_is_raw_on_p_only_one_reference(tmp_path):
+    for codec in ('h264', 'mpeg4'):
+        v = CompressedVideo(synthetic_pan(tmp_path / f'pan_{codec}.mp4', codec, shift=(2, 1), n_frames=16))
+        assert 'B' not in v.frame_types and 'P' in v.frame_types
+        a, b = v.motion_field(16), v.motion_field(16, per_frame=True)
+        assert np.array_equal(a.flow, b.flow) and np.array_equal(a.valid, b.valid)
+
+
+def _preset_world(name):
+    "The preset's own config, one video per class, forced to P-only with one reference if it has B-frames or several references."
+    cfg = synth.preset_config(name, n_train=1, n_test=0)
+    forced = {}
+    if cfg.bframes or cfg.refs != 1: forced.update(bframes=0, refs=1)
+    if cfg.width * cfg.height * cfg.n_frames * len(cfg.classes) > 64 * 64 * 48 * 12:  # keep the test short
+        forced.update(n_frames=min(cfg.n_frames, 32), classes=cfg.classes[:6])
+    return synth.preset_config(name, n_train=1, n_test=0, **forced), forced
+
+
+@pytest.mark.parametrize('preset', list(synth.PRESETS))
+def test_per_frame_matches_synthetic_ground_truth(tmp_path, preset):
+    "Per-frame field vs the synthetic world's true per-frame velocity of the actor: median error <= 0.25 px, P-only ref=1."
+    cfg, forced = _preset_world(preset)
+    meta = synth.generate_dataset(cfg, tmp_path, show_progress=False, name=preset)
+    block = 8  # the presets' frames are small: few 16-px cells lie wholly inside the actor
+    errs = []
+    for rec in meta['videos']:
+        path = tmp_path / rec['video']
+        v = CompressedVideo(path)
+        mf = v.motion_field(block, per_frame=True)
+        errs.append(synth.motion_error_on_actor(path, mf.flow, mf.valid, block))
+    e = np.concatenate(errs)
+    used = (f"preset {preset!r}: {cfg.width}x{cfg.height}, {cfg.n_frames} frames, {len(cfg.classes)} classes, bframes={cfg.bframes}, "
+            f"refs={cfg.refs}, gop={cfg.gop}, crf={cfg.crf}" + (f" (forced: {forced})" if forced else " (the preset's own settings)"))
+    print(f'{used}: median error {np.median(e):.3f} px, p90 {np.percentile(e, 90):.2f} px over {len(e)} cells')
+    assert len(e) >= 100, f'only {len(e)} actor cells measured; {used}'
+    assert np.median(e) <= 0.25, f'median error {np.median(e):.3f} px (p90 {np.percentile(e, 90):.2f}) over {len(e)} cells; {used}'
+
+
+@pytest.mark.parametrize('name', ['basketball_426x240_h264.mp4', 'makeup_320x240_mpeg4.avi'])
+def test_per_frame_on_real_clips(shared_videos, name):
+    "Per frame differs from raw exactly on the frames whose references are more than one frame away; deterministic."
+    v = CompressedVideo(shared_videos / name)
+    raw, per = v.motion_field(16), v.motion_field(16, per_frame=True)
+    assert per.flow.shape == raw.flow.shape and np.array_equal(per.valid, raw.valid) and np.array_equal(per.reliable, raw.reliable)
+    assert np.array_equal(CompressedVideo(shared_videos / name).motion_field(16, per_frame=True).flow, per.flow)
+    types = v.frame_types
+    past, future = reference_distances(types)  # without B-pyramid flags: an upper bound of which frames can change
+    adjacent = np.array([t == 'P' and past[i] == 1 for i, t in enumerate(types)])
+    assert adjacent.any() and np.array_equal(per.flow[adjacent], raw.flow[adjacent])
+    far = np.array([t == 'P' and past[i] > 1 for i, t in enumerate(types)]) & per.valid.any(axis=(1, 2))
+    assert far.any()
+    mag_raw, mag_per = raw.magnitude()[far][per.valid[far]], per.magnitude()[far][per.valid[far]]
+    assert np.median(mag_per) < 0.6 * np.median(mag_raw)  # P-frames two or more frames from their anchor shrink
+
+
+def test_codec_does_not_depend_on_the_synthetic_world():
+    "The codec is a lower layer than the synthetic world that checks it."
+    r = subprocess.run([sys.executable, '-c', "import sys, vssl_nb.codec; print('vssl_nb.synth' in sys.modules)"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == 'False', r.stdout + r.stderr

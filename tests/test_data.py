@@ -180,3 +180,22 @@ def test_real_clips_through_the_pipeline(shared_videos, tmp_path):
         assert b['clip'].shape == (3, 8, 64, 64) and b['motion'].shape == (2, 4, 4, 4)
         assert torch.isfinite(b['motion']).all() and b['motion_valid'].any()
         assert b['label'] == i
+
+
+def test_motion_targets_are_per_frame_by_default(tmp_path):
+    "With B-frames the codec's raw field spans 1-3 frames; the dataset's motion targets are per frame of time unless asked otherwise."
+    from vssl_nb.codec import synthetic_pan
+    (tmp_path / 'Pan').mkdir()
+    video = synthetic_pan(tmp_path / 'Pan' / 'pan.mp4', shift=(3, 1), n_frames=24, bframes=2)  # content moves (-3, -1) px per frame
+    items = [D.VideoItem(video, 0, 'Pan/pan.mp4')]
+    sampler = D.ClipSampler(n_frames=4, mode='uniform', motion_frames=8, motion_offset=1)
+    per, raw = D.ClipDataset(items, sampler, cache_dir=tmp_path / 'c'), D.ClipDataset(items, sampler, cache_dir=tmp_path / 'c', per_frame_motion=False)
+    assert per.per_frame_motion and per.extraction(items[0]).motion.per_frame and not raw.extraction(items[0]).motion.per_frame
+    def medians(s):
+        m, v = s['motion'][:, :, 1:-1, 1:-1], s['motion_valid'][:, 1:-1, 1:-1]
+        return np.array([[m[c, t][v[t]].median().item() for c in range(2)] for t in range(m.shape[1]) if v[t].any()])
+    a, b = medians(per[0]), medians(raw[0])
+    assert len(a) == 8 and np.abs(a - [-3, -1]).max() <= 0.25, a
+    assert np.abs(b[:, 0]).max() >= 6 - 0.25, b  # raw: some targets span two or three frames
+    uncached = D.ClipDataset(items, sampler, from_cache=False)
+    assert np.abs(medians(uncached[0]) - [-3, -1]).max() <= 0.25

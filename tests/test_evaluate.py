@@ -1,4 +1,5 @@
-"""Retrieval and kNN on hand-made features with known answers; video pooling; linear probe keeps the backbone frozen."""
+"""Retrieval and kNN on hand-made features with known answers; video pooling; linear probe keeps the backbone frozen;
+the probe on cached features: separable vs random labels, exact repeats, scale-free."""
 import math
 
 import pytest
@@ -6,8 +7,9 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from vssl_nb.evaluate import (Features, LinearProbeRecipe, evaluate_classifier, extract_features, extract_video_features,
-                              fine_tune, knn_accuracy, knn_predict, linear_probe, retrieval_recall, video_features)
+from vssl_nb.evaluate import (Features, FeatureProbe, LinearProbeRecipe, evaluate_classifier, extract_features, extract_video_features,
+                              feature_statistics, fine_tune, fit_linear_probe, knn_accuracy, knn_predict, linear_probe, probe_accuracy,
+                              retrieval_recall, video_features)
 from vssl_nb.models import build_backbone
 from vssl_nb.train import SyntheticClips, make_loader
 
@@ -131,3 +133,63 @@ def test_video_key_of_the_data_pipeline_is_accepted():
     batches = [{'clip': torch.randn(2, 3, 4, 32, 32), 'label': torch.tensor([1, 1]), 'video': torch.tensor([5, 5])}]
     v = extract_video_features(bb, batches, 'cpu')
     assert v.video_index.tolist() == [5] and v.labels.tolist() == [1]
+
+
+def clusters(n_videos, seed, clips=4, dim=16, classes=5, random_labels=False, scale=30.0, offset=-4.0):
+    "Clip features around one centre per class (fixed centres), per-video and per-clip noise, on an arbitrary scale."
+    centres = 2.0 * torch.randn(classes, dim, generator=torch.Generator().manual_seed(123))
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n_videos) % classes
+    x = (centres[y] + 0.5 * torch.randn(n_videos, dim, generator=g)).repeat_interleave(clips, 0) + 0.5 * torch.randn(n_videos * clips, dim, generator=g)
+    if random_labels: y = torch.randint(0, classes, (n_videos,), generator=g)
+    return Features(scale * x + offset, y.repeat_interleave(clips), torch.arange(n_videos).repeat_interleave(clips))
+
+
+@pytest.mark.parametrize('optimizer', ['lbfgs', 'adam'])
+def test_feature_probe_beats_chance_only_when_there_is_signal(optimizer):
+    steps = 100 if optimizer == 'lbfgs' else 300
+    sep = probe_accuracy(fit_linear_probe(clusters(50, 1), 5, steps=steps, optimizer=optimizer), clusters(500, 2))
+    rnd = probe_accuracy(fit_linear_probe(clusters(50, 1, random_labels=True), 5, steps=steps, optimizer=optimizer),
+                         clusters(500, 2, random_labels=True))
+    assert sep['video_acc'] > 0.9 and sep['clip_acc'] > 0.8, sep
+    assert abs(rnd['video_acc'] - 0.2) < 0.08 and abs(rnd['clip_acc'] - 0.2) < 0.08, rnd
+
+
+def test_feature_probe_is_exact_repeatable_and_scale_free():
+    train, test = clusters(20, 1), clusters(100, 2)
+    a, b = fit_linear_probe(train, 5), fit_linear_probe(train, 5)
+    assert isinstance(a, FeatureProbe) and torch.equal(a.linear.weight, b.linear.weight) and torch.equal(a.linear.bias, b.linear.bias)
+    assert not any(p.requires_grad for p in a.parameters()) and a.final_loss > 0
+    # standardisation with the training statistics: scale and offset of the features do not matter
+    mean, std = feature_statistics(train.features)
+    assert torch.allclose(((train.features.double() - mean) / std).std(0, unbiased=False), torch.ones(16, dtype=torch.float64))
+    moved = lambda f: Features(f.features / 30 + 100, f.labels, f.video_index)
+    c = fit_linear_probe(moved(train), 5)
+    assert torch.allclose(c(moved(test).features).softmax(1), a(test.features).softmax(1), atol=1e-4)
+    # a constant dimension does not divide by zero
+    const = Features(torch.cat([train.features, torch.ones(len(train), 1)], 1), train.labels, train.video_index)
+    assert feature_statistics(const.features)[1][-1] == 1 and torch.isfinite(fit_linear_probe(const, 5).linear.weight).all()
+    # more weight decay, smaller weights
+    assert fit_linear_probe(train, 5, weight_decay=1.0).linear.weight.norm() < a.linear.weight.norm()
+
+
+def test_feature_probe_errors():
+    f = clusters(10, 0)
+    with pytest.raises(ValueError, match='optimizer'): fit_linear_probe(f, optimizer='sgd')
+    with pytest.raises(ValueError, match='steps'): fit_linear_probe(f, steps=0)
+    with pytest.raises(ValueError, match='exceed every label'): fit_linear_probe(f, num_classes=3)
+    with pytest.raises(ValueError, match='labelled'): fit_linear_probe(Features(f.features, torch.full((len(f),), -1), f.video_index))
+    with pytest.raises(ValueError, match='non-finite'):
+        fit_linear_probe(Features(f.features * float('nan'), f.labels, f.video_index))
+
+
+def test_cached_linear_probe_keeps_backbone_frozen_and_repeats():
+    torch.manual_seed(0)
+    bb = build_backbone('tiny', widths=(4, 8, 8, 16)).train()          # training mode: a careless probe would move BatchNorm statistics
+    before = {k: v.clone() for k, v in bb.state_dict().items()}
+    train_dl = make_loader(SyntheticClips(n=32, size=32), 8)
+    test_dl = DataLoader(SyntheticClips(n=16, size=32, seed=1), batch_size=8)
+    accs = [linear_probe(bb, train_dl, test_dl, num_classes=4, steps=50, weight_decay=1e-3, cached=True, device='cpu') for _ in range(2)]
+    for k, v in bb.state_dict().items(): assert torch.equal(v, before[k]), f'{k} changed during the cached linear probe'
+    assert bb.training and all(p.requires_grad for p in bb.parameters())
+    assert accs[0] == accs[1] and accs[0]['video_acc'] > 0.5, accs     # colour is linearly separable even from random features

@@ -193,3 +193,32 @@ def test_entry_cut_short_is_redone(folder, tmp_path):
     entries[0].write_bytes(whole[:100])
     video = next(Path(r['video']) for r in m['videos'] if r['file'] == entries[0].name)
     assert load_or_extract(video, out).n_frames == 16 and entries[0].read_bytes() == whole
+
+
+def test_per_frame_is_its_own_cache_entry(tmp_path):
+    "Raw and per-frame motion never share a cache entry; a raw entry keeps the key it had before per-frame motion existed."
+    assert extraction_params() == dict(format=2, block=16, keyframe_size=None, pixels='keyframes')  # the old raw key
+    assert extraction_params(per_frame=True) == dict(extraction_params(), per_frame=True)
+    path = synthetic_pan(tmp_path / 'p.mp4', shift=(3, 1), n_frames=16, bframes=2)
+    raw_file, pf_file = cache_file_for(path, tmp_path / 'c'), cache_file_for(path, tmp_path / 'c', per_frame=True)
+    assert raw_file != pf_file
+    raw = load_or_extract(path, tmp_path / 'c')
+    pf = load_or_extract(path, tmp_path / 'c', per_frame=True)
+    assert raw_file.exists() and pf_file.exists() and len(list((tmp_path / 'c').glob('*.npz'))) == 2
+    assert not raw.motion.per_frame and pf.motion.per_frame and not np.array_equal(raw.flow, pf.flow)
+    fresh = CompressedVideo(path).motion_field(per_frame=True)
+    assert np.abs(fresh.flow - pf.flow).max() <= 1 / 8 and np.array_equal(fresh.valid, pf.valid)
+    assert load_or_extract(path, tmp_path / 'c', per_frame=True).motion.per_frame  # read back from its own entry
+    ex = CompressedVideo(path).extract(pixels='none')
+    with pytest.raises(ValueError, match='raw motion'):  # an extraction is never written under the other kind's key
+        save_extraction(ex, tmp_path / 'x.npz', extraction_params(pixels='none', per_frame=True))
+
+
+def test_cli_per_frame(folder, tmp_path, vssl_env):
+    out = tmp_path / 'cache'
+    assert main(['extract', str(folder), '--out', str(out), '--no-keyframes', '--per-frame', '--quiet']) == 0
+    man = json.loads((out / 'manifest.json').read_text())
+    assert man['params']['per_frame'] is True and man['counts']['ok'] == 2
+    assert all(read_extraction(out / r['file']).motion.per_frame for r in man['videos'])
+    assert main(['extract', str(folder), '--out', str(out), '--no-keyframes', '--quiet']) == 0  # raw: other entries
+    assert json.loads((out / 'manifest.json').read_text())['counts']['ok'] == 2 and len(list(out.glob('*.npz'))) == 4

@@ -16,10 +16,10 @@ import av
 import numpy as np
 
 # %% auto #0
-__all__ = ['MV_CODECS', 'IMAGE_FORMATS', 'NOT_VIDEO_CODECS', 'MV_DTYPE', 'PLANAR_FORMATS', 'VideoDecodeError',
-           'MotionVectorsUnavailable', 'VideoInfo', 'open_video', 'sample_videos_dir', 'synthetic_pan', 'decode_frames',
-           'frame_vectors', 'vectors_to_field', 'accumulate_motion', 'MotionField', 'Extraction', 'planes_to_rgb',
-           'CompressedVideo', 'reencode']
+__all__ = ['MV_CODECS', 'IMAGE_FORMATS', 'NOT_VIDEO_CODECS', 'MV_DTYPE', 'MAX_REFERENCE_DISTANCE', 'PLANAR_FORMATS',
+           'VideoDecodeError', 'MotionVectorsUnavailable', 'VideoInfo', 'open_video', 'sample_videos_dir',
+           'synthetic_pan', 'decode_frames', 'frame_vectors', 'vectors_to_field', 'reference_distances',
+           'accumulate_motion', 'MotionField', 'Extraction', 'planes_to_rgb', 'CompressedVideo', 'reencode']
 
 # %% ../nbs/01_codec.ipynb #441db2b5
 class VideoDecodeError(Exception):
@@ -173,9 +173,33 @@ def _decoder_options(codec: str, vectors: bool, exact_pixels: str) -> dict:
     if skip and codec in ('mpeg4', 'mpeg1video', 'mpeg2video', 'h263', 'msmpeg4v2', 'msmpeg4v3'): opts['skip_idct'] = skip
     return opts
 
+def _h264_reference_reader(stream):
+    "For H.264: a function packet → whether its picture is a reference (`nal_ref_idc > 0` of its first slice), None if it has no slice; None for other codecs."
+    cc = stream.codec_context
+    if cc.name != 'h264': return None
+    ex = bytes(cc.extradata or b'')
+    size = (ex[4] & 3) + 1 if len(ex) > 6 and ex[0] == 1 else 0  # avcC (MP4, MKV): length-prefixed NAL units; else Annex B start codes
+    def is_reference(packet) -> bool | None:
+        data = memoryview(packet)
+        n, i = len(data), 0
+        if size:
+            while i + size < n:
+                h = data[i + size]
+                if h & 31 in (1, 5): return bool(h & 0x60)  # a coded slice: its nal_ref_idc
+                i += size + int.from_bytes(data[i:i + size], 'big')
+            return None
+        raw = bytes(data)
+        while (i := raw.find(b'\x00\x00\x01', i)) >= 0 and i + 3 < n:
+            h = raw[i + 3]
+            if h & 31 in (1, 5): return bool(h & 0x60)
+            i += 3
+        return None
+    return is_reference
+
 def decode_frames(path, vectors: bool = False, exact_pixels: str = 'all', threads: int = 1, max_frames: int | None = None,
-                  max_errors: int = 100, skip_frame: str | None = None, opened: tuple | None = None):
+                  max_errors: int = 100, skip_frame: str | None = None, opened: tuple | None = None, packet_info: dict | None = None):
     "Yield `(display index, av.VideoFrame)` of `path`, single-threaded; damaged data → a warning naming the file, unreadable → `VideoDecodeError`."
+    # `packet_info` (a dict): filled as packets are demuxed, for H.264, with {pts: (decode index, is a reference picture)}
     container, stream = opened if opened is not None else open_video(path)  # `opened`: a fresh `open_video(path)` to use (and close)
     cc = stream.codec_context
     try:
@@ -184,6 +208,8 @@ def decode_frames(path, vectors: bool = False, exact_pixels: str = 'all', thread
         if skip_frame: cc.skip_frame = skip_frame
         limit = max_frames if max_frames is not None else max(4 * (stream.frames or 0), 10_000_000)
         n, errors, last_err = 0, 0, None
+        is_reference = _h264_reference_reader(stream) if packet_info is not None else None
+        n_packets = 0
         def _decode(packet):
             nonlocal errors, last_err
             try: return stream.decode(packet)
@@ -194,6 +220,9 @@ def decode_frames(path, vectors: bool = False, exact_pixels: str = 'all', thread
                 return []
         try:
             for packet in container.demux(stream):
+                if is_reference is not None and packet.size:
+                    if packet.pts is not None: packet_info[packet.pts] = (n_packets, is_reference(packet))
+                    n_packets += 1
                 for frame in _decode(packet if packet.size or packet.dts is not None else None):
                     yield n, frame
                     n += 1
@@ -252,11 +281,20 @@ def _forward_motion(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     s = np.where(scale == 0, 1, scale).astype(np.float64)
     return sign * m['motion_x'] / s, sign * m['motion_y'] / s, 1.0
 
-def vectors_to_field(vectors: list[np.ndarray], height: int, width: int, block: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    "Pool per-frame motion vectors into `(flow (T,2,h,w) float32 px, forward in time; valid (T,h,w) bool)` on a `block`-px grid."
+def vectors_to_field(vectors: list[np.ndarray], height: int, width: int, block: int = 16, per_frame: bool = False,
+                     frame_types: str | None = None, distances: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pool per-frame motion vectors into `(flow (T,2,h,w) float32 px, forward in time; valid (T,h,w) bool)` on a `block`-px grid.
+    `per_frame`: each vector is first divided by the display-order distance to its reference, `distances=(past, future)`
+    (int (T,) each, see `reference_distances`), or computed from `frame_types` (I/P references, B not)."""
     gh, gw = _grid(height, width, block)
     T = len(vectors)
     nbins = T * gh * gw
+    if per_frame:
+        if distances is None:
+            if frame_types is None: raise ValueError("per_frame=True needs the frame types (or distances=(past, future))")
+            distances = reference_distances(frame_types)
+        past, future = (np.asarray(d, np.int64) for d in distances)
+        if past.shape != (T,) or future.shape != (T,): raise ValueError(f"distances for {past.shape}/{future.shape} frames, vectors for {T}")
     lens = np.fromiter((len(v) for v in vectors), np.int64, T)
     if not lens.sum(): return np.zeros((T, 2, gh, gw), np.float32), np.zeros((T, gh, gw), bool)
     m = _concat_vectors(vectors)
@@ -269,6 +307,9 @@ def vectors_to_field(vectors: list[np.ndarray], height: int, width: int, block: 
     # most blocks lie inside one cell and inside the frame: weight = area in 4x4 units, no expansion
     simple = (cx == (x1 - 1) // block) & (cy == (y1 - 1) // block) & (x0 >= 0) & (y0 >= 0) & (x1 <= width) & (y1 <= height)
     mx, my, div = _forward_motion(m)
+    if per_frame:  # per vector, before pooling: a cell mixing past- and future-predicted blocks averages like with like
+        dist = np.maximum(np.where(m['source'] > 0, np.repeat(future, lens), np.repeat(past, lens)), 1)  # 0: no reference found
+        if (dist != 1).any(): mx, my = mx / dist, my / dist
     weight = (w >> 2).astype(np.int32) * (h >> 2).astype(np.int32)
     if simple.all():
         cells, rows = base + cy * gw + cx, slice(None)
@@ -294,6 +335,39 @@ def vectors_to_field(vectors: list[np.ndarray], height: int, width: int, block: 
         np.multiply(sums.reshape(T, gh, gw), inv, out=flow[:, c], casting='same_kind')
     return flow, valid
 
+# %% ../nbs/01_codec.ipynb #b81d4c02
+MAX_REFERENCE_DISTANCE = 256  # frames searched on each side for a frame's reference
+
+def _reference_distances(types, refs, order, lo: int, hi: int, final: bool = True) -> tuple[np.ndarray, np.ndarray, int]:
+    "Distances `(past, future)` of frames `lo…hi-1` (see `reference_distances`), and how many of them are known yet (not `final`: later frames still to come)."
+    T = len(types)
+    past, future = np.zeros(hi - lo, np.int64), np.zeros(hi - lo, np.int64)
+    for i in range(lo, hi):
+        if types[i] == 'I': continue  # no vectors
+        d = order[i]
+        for j in range(i - 1, max(i - MAX_REFERENCE_DISTANCE, 0) - 1, -1):
+            if refs[j] and (d is None or order[j] is None or order[j] < d): past[i - lo] = i - j; break
+        if types[i] != 'B': continue  # only B-frames predict from the future
+        for j in range(i + 1, i + MAX_REFERENCE_DISTANCE + 1):
+            if j >= T:
+                if not final: return past, future, i - lo  # its future reference is not decoded yet
+                break
+            if refs[j] and (d is None or order[j] is None or order[j] < d): future[i - lo] = j - i; break
+    return past, future, hi - lo
+
+def reference_distances(frame_types: str, references=None, decode_order=None) -> tuple[np.ndarray, np.ndarray]:
+    """Display-order distance `(past, future)`, int64 `(T,)` each, from every frame to the frame its `source < 0` / `source > 0`
+    vectors point at: the nearest reference picture on that side decoded before it (0 where there is none, e.g. I-frames).
+    `references`: per frame, whether it is a reference picture (default: I and P are, B is not); `decode_order`: per frame,
+    its position in decoding order (default: unknown, then every earlier reference counts as decoded before)."""
+    T = len(frame_types)
+    refs = [t != 'B' for t in frame_types] if references is None else [bool(r) for r in references]
+    order = [None] * T if decode_order is None else [None if o is None or o < 0 else int(o) for o in decode_order]
+    if len(refs) != T or len(order) != T: raise ValueError(f"{len(refs)} reference flags / {len(order)} decode positions for {T} frames")
+    past, future, _ = _reference_distances(frame_types, refs, order, 0, T)
+    return past, future
+
+
 # %% ../nbs/01_codec.ipynb #70b75fb1
 def accumulate_motion(flow: np.ndarray, frame_types: str, block: int = 16) -> np.ndarray:
     "CoViAR accumulation `A_t(p) = F_t(p) + A_{t-1}(p - F_t(p))`, reset to 0 at each I-frame; float32 `(T,2,h,w)`."
@@ -318,6 +392,7 @@ class MotionField:
     block: int
     reliable: np.ndarray  # bool (T,): False where the vectors are known to be meaningless (MPEG-4 B-frames)
     note: str = ''
+    per_frame: bool = False  # True: px per frame of time (see `reference_distances`); False: displacement to each block's reference
 
     def __len__(self): return len(self.flow)
     def magnitude(self) -> np.ndarray: return np.hypot(self.flow[:, 0], self.flow[:, 1])
@@ -501,19 +576,19 @@ class CompressedVideo:
         self._learn_types(''.join(types))
         return out
 
-    def motion_field(self, block: int = 16) -> MotionField:
-        "Block motion field (see `vectors_to_field`): float32 `(T,2,ceil(H/block),ceil(W/block))` + valid mask."
+    def motion_field(self, block: int = 16, per_frame: bool = False) -> MotionField:
+        "Block motion field (see `vectors_to_field`): float32 `(T,2,ceil(H/block),ceil(W/block))` + valid mask; `per_frame`: px per frame of time, else displacement to the reference."
         self._require_vectors()
-        return self.extract(pixels='none', block=block, accumulate=False).motion
+        return self.extract(pixels='none', block=block, accumulate=False, per_frame=per_frame).motion
 
-    def accumulated_motion(self, block: int = 16) -> np.ndarray:
+    def accumulated_motion(self, block: int = 16, per_frame: bool = False) -> np.ndarray:
         "CoViAR-style motion accumulated back to each GOP's I-frame, float32 `(T,2,h,w)` (see `accumulate_motion`)."
         self._require_vectors()
-        return self.extract(pixels='none', block=block).accumulated
+        return self.extract(pixels='none', block=block, per_frame=per_frame).accumulated
 
     def extract(self, pixels: str = 'keyframes', block: int = 16, keyframe_size=None, vectors: bool = True,
-                accumulate: bool = True, keyframe_format: str = 'rgb24') -> Extraction:
-        "One pass: frame types, keyframes ('keyframes'), every frame ('all') or no pixels ('none'), motion field (+ accumulation when `accumulate`); `keyframe_format='native'`: full-size 4:2:0 keyframes as YUV planes (see `Extraction.rgb`)."
+                accumulate: bool = True, keyframe_format: str = 'rgb24', per_frame: bool = False) -> Extraction:
+        "One pass: frame types, keyframes ('keyframes'), every frame ('all') or no pixels ('none'), motion field (+ accumulation when `accumulate`; per frame of time when `per_frame`, see `reference_distances`); `keyframe_format='native'`: full-size 4:2:0 keyframes as YUV planes (see `Extraction.rgb`)."
         if pixels not in ('keyframes', 'all', 'none'): raise ValueError(f"pixels must be 'keyframes', 'all' or 'none', got {pixels!r}")
         if keyframe_format not in ('rgb24', 'native'): raise ValueError(f"keyframe_format must be 'rgb24' or 'native', got {keyframe_format!r}")
         info = self.info
@@ -533,13 +608,20 @@ class CompressedVideo:
         vectors = vectors and info.mv_support
         exact = {'all': 'all', 'keyframes': 'intra', 'none': 'none'}[pixels]
         types, kidx, kframes, frames, flows, valids, pending, counts = [], [], [], [], [], [], [], []
-        def flush():
-            if pending:
-                f, v = vectors_to_field(pending, info.height, info.width, block)
-                flows.append(f); valids.append(v); pending.clear()
+        per_frame = bool(per_frame and vectors)
+        packets, refs, order = ({}, [], []) if per_frame else (None, None, None)  # H.264 packets: pts → (decode index, reference?)
+        def flush(final=False):
+            if not pending: return
+            n, dist = len(pending), None
+            if per_frame:  # pool the frames whose references are known (a B-frame's future one may not be decoded yet)
+                past, future, n = _reference_distances(types, refs, order, len(types) - len(pending), len(types), final)
+                if not n: return
+                dist = (past[:n], future[:n])
+            f, v = vectors_to_field(pending[:n] if n < len(pending) else pending, info.height, info.width, block, per_frame, distances=dist)
+            flows.append(f); valids.append(v); del pending[:n]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter('always')
-            for i, f in self._frames(vectors=vectors, exact_pixels=exact):
+            for i, f in self._frames(vectors=vectors, exact_pixels=exact, packet_info=packets):
                 ty = _PICT[int(f.pict_type)]
                 types.append(ty)
                 if pixels == 'all': frames.append(_rgb(f, size))
@@ -548,6 +630,9 @@ class CompressedVideo:
                     if pixels == 'keyframes': kframes.append(keyframe(f))
                     elif pixels == 'all': kframes.append(frames[-1])
                 if vectors:
+                    if per_frame:
+                        dec, ref = packets.pop(f.pts, (None, None))
+                        order.append(dec); refs.append(ty != 'B' if ref is None else ref)
                     pending.append(frame_vectors(f)); counts.append(len(pending[-1]))
                     if len(pending) >= self.chunk: flush()
         for w in caught: warnings.warn(w.message, w.category, stacklevel=2)
@@ -557,7 +642,7 @@ class CompressedVideo:
         motion = acc = None
         note = info.mv_note
         if vectors:
-            flush()
+            flush(final=True)
             flow = np.concatenate(flows) if flows else np.zeros((0, 2, gh, gw), np.float32)
             valid = np.concatenate(valids) if valids else np.zeros((0, gh, gw), bool)
             reliable = np.ones(len(types), bool)
@@ -566,7 +651,7 @@ class CompressedVideo:
                 flow[~reliable] = 0; valid[~reliable] = False
                 nb = int((~reliable).sum())
                 note = f"MPEG-4 Part 2: {nb} B-frames have no usable vectors (FFmpeg exports zeros); marked unreliable and invalid" if nb else 'motion vectors exported by the decoder'
-            motion = MotionField(flow, valid, block, reliable, note)
+            motion = MotionField(flow, valid, block, reliable, note, per_frame)
             acc = accumulate_motion(flow, types, block) if accumulate else None
         elif not info.mv_support: note = info.mv_note
         else: note = 'vectors not requested'
@@ -574,7 +659,7 @@ class CompressedVideo:
                           keyframes=self._stack(kframes, size, planar) if pixels != 'none' else None,
                           frames=self._stack(frames, size) if pixels == 'all' else None, motion=motion, accumulated=acc,
                           mv_available=motion is not None, mv_note=note,
-                          params=dict(pixels=pixels, block=block, keyframe_size=keyframe_size), warnings=[str(w.message) for w in caught],
+                          params=dict(pixels=pixels, block=block, keyframe_size=keyframe_size, per_frame=per_frame), warnings=[str(w.message) for w in caught],
                           keyframe_format=info.pix_fmt if planar else 'rgb24', colorspace=colorspace,
                           vector_counts=np.asarray(counts, np.int64) if vectors else None)
 

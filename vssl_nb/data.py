@@ -331,11 +331,12 @@ class ClipDataset(torch.utils.data.Dataset):
     "Clips with their context (nearest I-frame) and motion targets from a list of `VideoItem`s; bad videos are skipped and reported once."
     def __init__(self, items, sampler: ClipSampler | None = None, transform=None,
                  cache_dir=None, block: int = 16, context: bool = True, motion: bool = True,
-                 from_cache: bool = True, max_skips: int = 20, classes=None):
+                 from_cache: bool = True, max_skips: int = 20, classes=None, per_frame_motion: bool = True):
         self.items, self.sampler = list(items), sampler or ClipSampler()
         self.transform = transform
         self.cache_dir, self.block, self.context, self.motion = cache_dir, block, context, motion
         self.from_cache, self.max_skips, self.classes = from_cache, max_skips, classes
+        self.per_frame_motion = per_frame_motion  # motion targets per frame of time (see `reference_distances`), else raw displacement
         self.bad: dict = {}
         if not self.items: raise ValueError("ClipDataset needs at least one video")
 
@@ -345,9 +346,9 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def extraction(self, item: VideoItem):
         "Keyframes, frame types and motion field of `item` (from the cache, or extracted now when `from_cache` is False)."
-        if self.from_cache: return load_or_extract(item.path, self.cache_dir, block=self.block)
+        if self.from_cache: return load_or_extract(item.path, self.cache_dir, block=self.block, per_frame=self.per_frame_motion)
         return CompressedVideo(item.path).extract(pixels='keyframes' if self.context else 'none', block=self.block, vectors=self.motion,
-                                                  accumulate=False)
+                                                  accumulate=False, per_frame=self.per_frame_motion)
 
     def _report(self, item: VideoItem, err: Exception):
         reason = f"{type(err).__name__}: {err}"

@@ -18,7 +18,8 @@ from .train import Recipe, SupervisedRecipe, Trainer, default_device
 # %% auto #0
 __all__ = ['Features', 'video_ids', 'extract_features', 'video_features', 'extract_video_features', 'cosine_similarity_matrix',
            'retrieval_recall', 'knn_predict', 'knn_accuracy', 'LinearProbeRecipe', 'evaluate_classifier',
-           'linear_probe', 'fine_tune']
+           'class_accuracies', 'linear_probe', 'fine_tune', 'FeatureProbe', 'feature_statistics', 'fit_linear_probe',
+           'probe_accuracy']
 
 # %% ../nbs/08_eval.ipynb #b159665d
 @dataclass
@@ -148,14 +149,25 @@ def evaluate_classifier(model: nn.Module, loader, device=None) -> dict[str, floa
             if v is None: raise KeyError(f"evaluate_classifier needs a 'video_index' (or 'video') key in each batch, got {sorted(batch)}")
             labels.append(torch.as_tensor(batch['label']).cpu()); vids.append(v)
     finally: model.train(was_training)
-    p, y, v = torch.cat(probs), torch.cat(labels), torch.cat(vids)
-    per_video = video_features(Features(p, y, v))
-    return {'clip_acc': (p.argmax(1) == y).float().mean().item(),
+    return class_accuracies(torch.cat(probs), torch.cat(labels), torch.cat(vids))
+
+def class_accuracies(probs: torch.Tensor, labels: torch.Tensor, video_index: torch.Tensor) -> dict[str, float]:
+    "`{'clip_acc', 'video_acc'}` from `(N, C)` clip class probabilities; a video's class is the argmax of its clips' mean probability."
+    per_video = video_features(Features(probs.float(), labels, video_index))
+    return {'clip_acc': (probs.argmax(1) == labels).float().mean().item(),
             'video_acc': (per_video.features.argmax(1) == per_video.labels).float().mean().item()}
 
 def linear_probe(backbone: VideoBackbone, train_loader, test_loader, num_classes: int, steps: int = 200, lr: float = 0.1,
-                 weight_decay: float = 0.0, seed: int = 0, device=None, **trainer_kwargs) -> dict[str, float]:
-    "Train a linear classifier on the frozen `backbone` for `steps`; return test `clip_acc` and `video_acc`."
+                 weight_decay: float = 0.0, seed: int = 0, device=None, cached: bool = False, **trainer_kwargs) -> dict[str, float]:
+    """A linear classifier on the frozen `backbone`; return its test `clip_acc` and `video_acc`.
+
+    `cached=False`: `steps` `Trainer` updates (SGD, `lr`) of `LinearProbeRecipe`, the backbone run on every batch.
+    `cached=True`: one pass over each loader caches the clip features, then `fit_linear_probe` fits the probe on
+    them (full-batch L-BFGS, at most `steps` iterations, L2 weight `weight_decay`; `lr` and `trainer_kwargs` unused)."""
+    if cached:
+        train = extract_features(backbone, train_loader, device, desc='probe train features')
+        test = extract_features(backbone, test_loader, device, desc='probe test features')
+        return probe_accuracy(fit_linear_probe(train, num_classes, weight_decay=weight_decay, steps=steps), test)
     probe = LinearProbeRecipe(backbone, num_classes)
     Trainer(probe, train_loader, steps, lr=lr, weight_decay=weight_decay, seed=seed, device=device, clip_grad=None, **trainer_kwargs).fit()
     return evaluate_classifier(probe, test_loader, device)
@@ -166,3 +178,65 @@ def fine_tune(backbone: VideoBackbone, train_loader, test_loader, num_classes: i
     recipe = SupervisedRecipe(backbone, num_classes, motion_weight=motion_weight)
     Trainer(recipe, train_loader, steps, lr=lr, seed=seed, device=device, **trainer_kwargs).fit()
     return evaluate_classifier(recipe, test_loader, device)
+
+# %% ../nbs/08_eval.ipynb #f59b9854
+class FeatureProbe(nn.Module):
+    "A linear classifier on standardised features: `logits = W (x - mean) / std + b`, float64."
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, num_classes: int):
+        super().__init__()
+        self.register_buffer('mean', mean.double()); self.register_buffer('std', std.double())
+        self.linear = nn.Linear(len(mean), num_classes, dtype=torch.float64)
+        nn.init.zeros_(self.linear.weight); nn.init.zeros_(self.linear.bias)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear((x.to(self.mean) - self.mean) / self.std)
+
+def feature_statistics(x: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    "Per-dimension mean and (biased) standard deviation of `(N, D)` features, in float64; a dimension with std < `eps` gets std 1."
+    x = x.double()
+    mean, std = x.mean(0), x.std(0, unbiased=False)
+    return mean, torch.where(std < eps, torch.ones_like(std), std)
+
+def fit_linear_probe(train: Features, num_classes: int | None = None, weight_decay: float = 1e-3, steps: int = 100,
+                     optimizer: str = 'lbfgs', lr: float | None = None) -> FeatureProbe:
+    r"""Fit a `FeatureProbe` on cached training features (multinomial logistic regression, full batch).
+
+    z = (x - mu) / sigma with mu, sigma the per-dimension mean and std of the training rows (`feature_statistics`);
+    logits s = W z + b; minimised objective
+        L(W, b) = -(1/N) sum_i log softmax(s_i)[y_i] + (lambda / 2) ||W||_F^2,   lambda = `weight_decay` (b not decayed).
+    From W = 0, b = 0: `optimizer='lbfgs'` runs at most `steps` L-BFGS iterations (strong-Wolfe line search; it stops
+    earlier once converged); `'adam'` runs exactly `steps` full-batch Adam steps of size `lr` (default 0.01).
+    No random number is drawn: the same features give the same probe, bit for bit."""
+    if optimizer not in ('lbfgs', 'adam'): raise ValueError(f"optimizer must be 'lbfgs' or 'adam', got {optimizer!r}")
+    if steps < 1: raise ValueError(f"steps must be >= 1, got {steps}")
+    if weight_decay < 0: raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    if len(train) == 0: raise ValueError("fit_linear_probe got no training features")
+    y = train.labels.long()
+    if (y < 0).any(): raise ValueError("fit_linear_probe needs labelled features (label -1: the loader had no 'label' key)")
+    num_classes = int(y.max()) + 1 if num_classes is None else num_classes
+    if num_classes < 2 or int(y.max()) >= num_classes:
+        raise ValueError(f"num_classes must be >= 2 and exceed every label, got {num_classes} for labels up to {int(y.max())}")
+    if not torch.isfinite(train.features).all(): raise ValueError("fit_linear_probe got non-finite features")
+    probe = FeatureProbe(*feature_statistics(train.features), num_classes)
+    z = (train.features.double() - probe.mean) / probe.std
+    W, b = probe.linear.weight, probe.linear.bias
+    def objective():
+        return F.cross_entropy(F.linear(z, W, b), y) + 0.5 * weight_decay * W.pow(2).sum()
+    with torch.enable_grad():
+        if optimizer == 'lbfgs':
+            opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=steps, history_size=20, line_search_fn='strong_wolfe',
+                                    tolerance_grad=1e-9, tolerance_change=1e-12)
+            def closure():
+                opt.zero_grad(); loss = objective(); loss.backward(); return loss
+            opt.step(closure)
+        else:
+            opt = torch.optim.Adam([W, b], lr=0.01 if lr is None else lr)
+            for _ in range(steps):
+                opt.zero_grad(); objective().backward(); opt.step()
+    probe.requires_grad_(False)
+    probe.final_loss = float(objective())
+    return probe
+
+@torch.no_grad()
+def probe_accuracy(probe: FeatureProbe, test: Features) -> dict[str, float]:
+    "`{'clip_acc', 'video_acc'}` of `probe` on cached test features (video: argmax of the clips' mean softmax)."
+    return class_accuracies(probe(test.features).softmax(1), test.labels, test.video_index)

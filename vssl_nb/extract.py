@@ -36,19 +36,25 @@ __all__ = ['FORMAT_VERSION', 'FLOW_SCALE', 'VIDEO_EXTS', 'extraction_params', 's
 FORMAT_VERSION = 2  # 2: full-size keyframes stored as the decoder's 4:2:0 planes
 FLOW_SCALE = 4  # stored flow unit: 1/4 pixel
 
-def extraction_params(block: int = 16, keyframe_size=None, pixels: str = 'keyframes') -> dict:
-    "The parameters that define a cache entry (part of its key)."
+def extraction_params(block: int = 16, keyframe_size=None, pixels: str = 'keyframes', per_frame: bool = False) -> dict:
+    "The parameters that define a cache entry (part of its key); `per_frame` appears only when true, so raw entries keep their keys."
     if pixels not in ('keyframes', 'none'): raise ValueError(f"cached extraction stores pixels='keyframes' or 'none', got {pixels!r}")
     if isinstance(keyframe_size, (list, tuple)): keyframe_size = [int(v) for v in keyframe_size]
-    return dict(format=FORMAT_VERSION, block=int(block), keyframe_size=keyframe_size, pixels=pixels)
+    params = dict(format=FORMAT_VERSION, block=int(block), keyframe_size=keyframe_size, pixels=pixels)
+    if per_frame: params['per_frame'] = True
+    return params
 
 def save_extraction(ex: Extraction, path: str | os.PathLike, params: dict | None = None, source_hash: str | None = None,
                     compress: bool = True) -> Path:
     "Write `ex` as one `.npz` (flow as int16 quarter pixels), atomically; `compress`: the motion members deflated (~8x smaller)."
+    per_frame = ex.motion.per_frame if ex.motion is not None else bool(ex.params.get('per_frame', False))
+    if params is not None and ex.motion is not None and bool(params.get('per_frame', False)) != per_frame:
+        raise ValueError(f"{ex.path}: the extraction holds {'per-frame' if per_frame else 'raw'} motion, the cache parameters say "
+                         f"per_frame={bool(params.get('per_frame', False))}")
     meta = dict(format=FORMAT_VERSION, path=ex.path, info=ex.info.as_dict(), frame_types=ex.frame_types,
                 params=params or ex.params, mv_available=ex.mv_available, mv_note=ex.mv_note, warnings=ex.warnings,
                 block=ex.motion.block if ex.motion is not None else ex.params.get('block'), source_hash=source_hash,
-                keyframe_format=ex.keyframe_format, colorspace=ex.colorspace)
+                keyframe_format=ex.keyframe_format, colorspace=ex.colorspace, per_frame=per_frame)
     arrays = dict(meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), keyframe_indices=ex.keyframe_indices)
     if ex.keyframes is not None: arrays['keyframes'] = ex.keyframes
     if ex.motion is not None:
@@ -81,7 +87,7 @@ def read_extraction(cache_file: str | os.PathLike) -> Extraction:
     motion = acc = None
     if 'flow_q' in arrays:
         flow = arrays['flow_q'].astype(np.float32) / FLOW_SCALE
-        motion = MotionField(flow, arrays['valid'], meta['block'], arrays['reliable'], meta['mv_note'])
+        motion = MotionField(flow, arrays['valid'], meta['block'], arrays['reliable'], meta['mv_note'], meta.get('per_frame', False))
         acc = accumulate_motion(flow, meta['frame_types'], meta['block'])
     return Extraction(path=meta['path'], info=VideoInfo(**meta['info']), frame_types=meta['frame_types'],
                       keyframe_indices=arrays['keyframe_indices'], keyframes=arrays.get('keyframes'), frames=None,
@@ -95,9 +101,10 @@ def default_extract_dir(path=None) -> Path:
     return Path(path).expanduser().resolve() if path is not None else cache_dir() / 'extract'
 
 def cache_file_for(video_path, cache_dir=None, block: int = 16, keyframe_size=None, pixels: str = 'keyframes',
-                   content_hash: str | None = None) -> Path:
+                   content_hash: str | None = None, per_frame: bool = False) -> Path:
     "The cache file of `video_path` for these parameters: `<cache>/<content hash>-<params hash>.npz`."
-    return default_extract_dir(cache_dir) / f"{cache_key(video_path, extraction_params(block, keyframe_size, pixels), content_hash)}.npz"
+    params = extraction_params(block, keyframe_size, pixels, per_frame)
+    return default_extract_dir(cache_dir) / f"{cache_key(video_path, params, content_hash)}.npz"
 
 def _is_complete(cache_file: Path) -> bool:
     "Whether `cache_file` exists and ends with a zip directory (written last: a file cut short by a power loss has none)."
@@ -107,18 +114,18 @@ def _extract_to(video_path: Path, target: Path, params: dict, h: str, compress: 
     # the cache stores no accumulated motion (read_extraction recomputes it), so it is not computed here
     # full-size keyframes are stored as the decoder's YUV planes: half the bytes of RGB, converted on read
     ex = CompressedVideo(video_path).extract(pixels=params['pixels'], block=params['block'], keyframe_size=params['keyframe_size'],
-                                             accumulate=False, keyframe_format='native')
+                                             accumulate=False, keyframe_format='native', per_frame=params.get('per_frame', False))
     save_extraction(ex, target, params, h, compress)
     return ex
 
 def load_or_extract(video_path, cache_dir=None, block: int = 16, keyframe_size=None, pixels: str = 'keyframes',
-                    compress: bool = True) -> Extraction:
-    "The cached extraction of one video (keyframes, frame types, motion field, accumulated motion), extracting it first if missing."
+                    compress: bool = True, per_frame: bool = False) -> Extraction:
+    "The cached extraction of one video (keyframes, frame types, motion field — per frame of time when `per_frame` —, accumulated motion), extracting it first if missing."
     video_path = Path(video_path)
     if not video_path.is_file(): raise VideoDecodeError(video_path, 'no such file' if not video_path.exists() else 'not a file')
-    params = extraction_params(block, keyframe_size, pixels)
+    params = extraction_params(block, keyframe_size, pixels, per_frame)
     h = file_hash(video_path)
-    target = cache_file_for(video_path, cache_dir, block, keyframe_size, pixels, content_hash=h)
+    target = cache_file_for(video_path, cache_dir, block, keyframe_size, pixels, content_hash=h, per_frame=per_frame)
     if not _is_complete(target): _extract_to(video_path, target, params, h, compress)
     try: return read_extraction(target)
     except ValueError:  # a damaged entry (e.g. written by a killed older version): redo it once
@@ -287,13 +294,14 @@ def extract(src: str,  # a folder of videos (searched recursively), a list file 
             no_keyframes: bool = False,  # store motion and frame types only, no keyframe pixels
             force: bool = False,  # redo videos that are already cached
             no_compress: bool = False,  # store the motion arrays undeflated: ~8x larger, a few % faster to extract and read
+            per_frame: bool = False,  # motion per frame of time: each vector divided by the distance to its reference frame
             quiet: bool = False,  # no progress output
            ) -> int:
     "Extract keyframes and motion vectors of every video in SRC into a cache (one .npz per video + a manifest)."
     try:
         i, n = parse_shard(shard)
         videos = find_videos(src)
-        params = extraction_params(block, keyframe_size, 'none' if no_keyframes else 'keyframes')
+        params = extraction_params(block, keyframe_size, 'none' if no_keyframes else 'keyframes', per_frame)
     except (ValueError, FileNotFoundError) as e: raise CliError(str(e)) from None
     if workers < 1: raise CliError(f"--workers must be >= 1, got {workers}")
     if not videos: raise CliError(f"{src}: no videos found (extensions {', '.join(VIDEO_EXTS)})")

@@ -5,9 +5,11 @@
 # %% ../nbs/08a_study.ipynb #9424acbe
 from __future__ import annotations
 
+import copy
 import math
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +18,15 @@ from torch.utils.data import Dataset, Subset
 
 from .core import seed_everything
 from .data import ClipSampler, Compose, clip_loader, eval_transform, train_transform, video_dataset
-from .evaluate import evaluate_classifier, extract_video_features, knn_accuracy, retrieval_recall
+from .evaluate import (Features, evaluate_classifier, extract_features, extract_video_features, fine_tune, fit_linear_probe,
+                              knn_accuracy, probe_accuracy, retrieval_recall)
 from .models import build_backbone
 from .train import SupervisedRecipe, Trainer, build_recipe
 
 # %% auto #0
-__all__ = ['samples_root', 'StudyData', 'PretextViews', 'study_transform', 'pretext_dataset', 'pretext_loader', 'pretrain',
-           'eval_loader', 'evaluate_retrieval', 'labelled_subset', 'train_supervised']
+__all__ = ['PROTOCOLS', 'samples_root', 'StudyData', 'PretextViews', 'study_transform', 'pretext_dataset', 'pretext_loader',
+           'pretrain', 'eval_loader', 'evaluate_retrieval', 'labelled_subset', 'train_supervised', 'parse_fractions',
+           'parse_protocols', 'label_efficiency', 'label_efficiency_metrics', 'plot_label_efficiency']
 
 # %% ../nbs/08a_study.ipynb #0e2b5c4b
 def samples_root() -> Path:
@@ -163,3 +167,148 @@ def train_supervised(data: StudyData, motion_weight: float = 0.0, label_fraction
     Trainer(recipe, loader, steps, lr=lr, seed=seed, run_dir=run_dir, show_progress=show_progress, **trainer_kwargs).fit()
     out = evaluate_classifier(recipe, eval_loader(data, 'test'))
     return {**out, 'train_videos': len(train)}
+
+# %% ../nbs/08a_study.ipynb #3c11afe9
+PROTOCOLS = ('linear', 'finetune')
+_OPTIMIZERS = {'sgd': 'sgd', 'adam': 'adamw', 'adamw': 'adamw'}
+
+def _as_list(value) -> list:
+    "A comma-separated string, one value or a sequence, as a list (`''` and None: empty)."
+    if value is None: return []
+    if isinstance(value, str): return [v.strip() for v in value.split(',') if v.strip()]
+    if isinstance(value, (int, float)): return [value]
+    return list(value)
+
+def parse_fractions(fractions) -> list[float]:
+    "Label fractions as sorted, distinct floats in (0, 1] (from a sequence, a number or a string like `'0.01,0.1,1.0'`)."
+    out = []
+    for f in _as_list(fractions):
+        try: x = float(f)
+        except (TypeError, ValueError): raise ValueError(f"label fraction {f!r} is not a number") from None
+        if not 0 < x <= 1: raise ValueError(f"label fraction must be in (0, 1] (1% is 0.01), got {f!r}")
+        out.append(x)
+    if not out: raise ValueError(f"no label fraction given (got {fractions!r})")
+    return sorted(set(out))
+
+def parse_protocols(protocols) -> list[str]:
+    "Protocol names (from a sequence or a string like `'linear,finetune'`), checked against `PROTOCOLS`, duplicates dropped."
+    out = list(dict.fromkeys(_as_list(protocols)))
+    unknown = [p for p in out if p not in PROTOCOLS]
+    if unknown: raise ValueError(f"unknown protocol(s) {unknown}; expected some of {list(PROTOCOLS)}")
+    if not out: raise ValueError(f"no protocol given (got {protocols!r}); expected some of {list(PROTOCOLS)}")
+    return out
+
+def label_efficiency(backbone: torch.nn.Module, data: StudyData, fractions=(0.01, 0.1, 1.0), protocols=PROTOCOLS, seed: int = 0,
+                     finetune_steps: int = 100, finetune_optimizer: str = 'sgd', finetune_lr: float | None = None,
+                     finetune_weight_decay: float = 1e-3, probe_clips: int | None = None, probe_augment: int = 0,
+                     probe_steps: int = 100, probe_weight_decay: float = 1e-3, device=None, show_progress: bool = True,
+                     **finetune_kwargs) -> list[dict]:
+    r"""Linear probe and fine-tuning of `backbone` on `fractions` of the labelled training videos; one row per (protocol, fraction).
+
+    Rows, protocols in the given order, fractions ascending: `protocol`, `fraction`, `labelled_videos`, `clip_acc`,
+    `video_acc` (test split), `seconds` (that row's training and test evaluation), `steps` (and `extract_seconds` for
+    'linear': the one feature pass all its fractions share, not counted in their `seconds`).
+
+    Subsets: `labelled_subset(train, fraction, seed)`, class-stratified, at least one video per class, nested across
+    fractions for one seed. `backbone` itself is never trained (its weights and BatchNorm statistics stay as they are).
+
+    'linear': features of `probe_clips` (default `data.eval_clips`) uniform clips of every training video, plus
+    `probe_augment` random augmented clips each, extracted once; per fraction `fit_linear_probe` on the labelled videos'
+    clips: z = (x - mu) / sigma (training statistics), logits = W z + b, loss = mean cross-entropy
+    + (`probe_weight_decay` / 2) ||W||^2, at most `probe_steps` L-BFGS iterations from W = 0.
+    'finetune': per fraction, `copy.deepcopy(backbone)` + a new linear head, cross-entropy on random augmented clips,
+    exactly `finetune_steps` `Trainer` updates (the budget is per fraction and fixed in steps, not epochs) with
+    `finetune_optimizer` 'sgd' (Nesterov momentum 0.9; default lr 0.05) or 'adam' (AdamW; default lr 1e-3), weight decay
+    `finetune_weight_decay`, warm-up + cosine schedule; batches of `min(data.batch_size, labelled videos)`.
+    `show_progress`: the fine-tuning progress bars; `finetune_kwargs` go to the `Trainer`."""
+    fractions, protocols = parse_fractions(fractions), parse_protocols(protocols)
+    if 'finetune' in protocols:
+        if finetune_steps < 1: raise ValueError(f"finetune_steps must be >= 1, got {finetune_steps}")
+        if finetune_optimizer not in _OPTIMIZERS:
+            raise ValueError(f"finetune_optimizer must be one of {sorted(_OPTIMIZERS)}, got {finetune_optimizer!r}")
+    probe_clips = data.eval_clips if probe_clips is None else probe_clips
+    if probe_clips < 1 or probe_augment < 0: raise ValueError(f"need probe_clips >= 1 and probe_augment >= 0, got {probe_clips}, {probe_augment}")
+    seed_everything(seed)
+    train_ds = pretext_dataset(data, ('clip', 'label'))          # one random, augmented clip per video and draw
+    n_cls = _num_classes(train_ds.dataset)
+    subsets = {f: labelled_subset(train_ds, f, seed) for f in fractions}
+    test_loader = eval_loader(data, 'test')
+    rows = []
+    for protocol in protocols:
+        if protocol == 'linear':
+            t0 = time.perf_counter()
+            parts = [extract_features(backbone, eval_loader(replace(data, eval_clips=probe_clips), 'train'), device, desc='probe train features')]
+            for r in range(probe_augment):
+                torch.manual_seed(seed * 1000 + r)                   # the augmentation draws of pass r
+                parts.append(extract_features(backbone, clip_loader(train_ds, data.batch_size, shuffle=False, workers=data.workers, seed=seed + r),
+                                              device, desc=f'augmented probe features {r + 1}/{probe_augment}'))
+            train_f = Features(*(torch.cat([getattr(p, k) for p in parts]) for k in ('features', 'labels', 'video_index')))
+            test_f = extract_features(backbone, test_loader, device, desc='probe test features')
+            extract_s = time.perf_counter() - t0
+            for f in fractions:
+                t = time.perf_counter()
+                keep = torch.isin(train_f.video_index, torch.as_tensor(subsets[f].indices))
+                probe = fit_linear_probe(Features(train_f.features[keep], train_f.labels[keep], train_f.video_index[keep]), n_cls,
+                                         weight_decay=probe_weight_decay, steps=probe_steps)
+                rows.append({'protocol': 'linear', 'fraction': f, 'labelled_videos': len(subsets[f]), **probe_accuracy(probe, test_f),
+                             'seconds': time.perf_counter() - t, 'steps': probe_steps, 'extract_seconds': extract_s})
+        else:
+            opt = _OPTIMIZERS[finetune_optimizer]
+            lr = finetune_lr if finetune_lr is not None else (0.05 if opt == 'sgd' else 1e-3)
+            for f in fractions:
+                t = time.perf_counter()
+                sub = subsets[f]
+                loader = clip_loader(sub, batch_size=min(data.batch_size, len(sub)), shuffle=True, workers=data.workers, seed=seed, drop_last=True)
+                seed_everything(seed)                               # the same head initialisation at every fraction
+                acc = fine_tune(copy.deepcopy(backbone), loader, test_loader, n_cls, steps=finetune_steps, lr=lr, seed=seed, device=device,
+                                optimizer=opt, weight_decay=finetune_weight_decay, show_progress=show_progress, **finetune_kwargs)
+                rows.append({'protocol': 'finetune', 'fraction': f, 'labelled_videos': len(sub), **acc,
+                             'seconds': time.perf_counter() - t, 'steps': finetune_steps})
+    return rows
+
+def label_efficiency_metrics(rows: list[dict], keys=('video_acc', 'clip_acc', 'labelled_videos', 'seconds')) -> dict:
+    "Flat metrics of `label_efficiency` rows: `{'<protocol>@<fraction>_<key>': value}`, e.g. `linear@0.1_video_acc`."
+    return {f"{r['protocol']}@{float(r['fraction'])}_{k}": r[k] for r in rows for k in keys if k in r}
+
+# %% ../nbs/08a_study.ipynb #3d59bd11
+def _pct(f: float) -> str: return f"{100 * f:.3g}%"
+
+def _curves(rows, metric: str, what: str) -> dict[str, list[tuple[float, float]]]:
+    if not rows: raise ValueError(f"{what}: no rows to plot")
+    out = {}
+    for r in rows:
+        missing = {'protocol', 'fraction', metric} - set(r)
+        if missing: raise ValueError(f"{what}: a row lacks {sorted(missing)}: {r}")
+        out.setdefault(r['protocol'], []).append((float(r['fraction']), float(r[metric])))
+    return {p: sorted(v) for p, v in out.items()}
+
+def plot_label_efficiency(rows: list[dict], chance: float | None = None, references: dict | None = None, metric: str = 'video_acc',
+                          title: str | None = None, ax=None):
+    """Test `metric` against the label fraction (log x-axis) from `label_efficiency` rows, one line per protocol; returns the figure.
+
+    `chance`: a dashed level (1/C). `references`: name → rows (e.g. of a random-init backbone or of supervised training,
+    drawn dotted in the colour of the same protocol) or name → a number (a dotted level)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
+    main = _curves(rows, metric, 'rows')
+    fig, ax = plt.subplots(figsize=(6, 3.8)) if ax is None else (ax.figure, ax)
+    colours, fractions = {}, {f for pts in main.values() for f, _ in pts}
+    videos = {float(r['fraction']): r['labelled_videos'] for r in rows if 'labelled_videos' in r}
+    for p, pts in main.items():
+        colours[p] = ax.plot(*zip(*pts), 'o-', lw=2, label=p)[0].get_color()
+    for j, (name, ref) in enumerate((references or {}).items()):
+        ls = (':', '-.', (0, (6, 2, 1, 2)))[j % 3]
+        if isinstance(ref, (int, float)):
+            ax.axhline(float(ref), color='grey', ls=ls, lw=1.2, label=name); continue
+        for p, pts in _curves(ref, metric, f"references[{name!r}]").items():
+            ax.plot(*zip(*pts), marker='s', ms=4, ls=ls, lw=1.2, alpha=0.8, color=colours.get(p, 'grey'), label=f"{name} ({p})")
+            fractions |= {f for f, _ in pts}
+    if chance is not None: ax.axhline(chance, color='k', ls='--', lw=1, label=f"chance ({_pct(chance)})")
+    ax.set_xscale('log')
+    ticks = sorted(fractions)
+    ax.set_xticks(ticks, [_pct(f) + (f"\n{videos[f]} videos" if f in videos else '') for f in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set(xlabel='labelled training videos (fraction, log scale)', ylabel=f"test {metric.replace('_acc', ' accuracy').replace('_', ' ')}", ylim=(0, 1.02),
+           title=title or 'label efficiency')
+    ax.grid(alpha=0.3); ax.legend(fontsize=8); fig.tight_layout()
+    return fig

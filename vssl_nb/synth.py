@@ -48,91 +48,96 @@ def _steps(n, dx=0., dy=0., dangle=0., dlogscale=0.):
     full = lambda v: np.broadcast_to(np.asarray(v, np.float64), (n,)).copy()
     return dict(dx=full(dx), dy=full(dy), dangle=full(dangle), dlogscale=full(dlogscale))
 
-def _travel_speed(n, rng, size, lo=0.3, hi=0.6):
-    "Pixels per frame for a straight travel of U(lo, hi) x frame size over the clip."
-    return rng.uniform(lo, hi) * size / max(n - 1, 1)
+def _speed(rng, size, lo, hi):
+    "A speed drawn from U(lo, hi) pixels per frame at a 64-px frame, scaled to a frame of `size` px."
+    return rng.uniform(lo, hi) * size / 64
 
 # %% ../nbs/03_synth.ipynb #24113ab5
 @register_action('MoveLeft')
 def _move_left(n, rng, size):
-    "Constant speed to the left."
-    return _steps(n, dx=-_travel_speed(n, rng, size))
+    "Constant speed to the left, 1.5-3 px per frame (at 64 px)."
+    return _steps(n, dx=-_speed(rng, size, 1.5, 3.0))
 
 @register_action('MoveRight')
 def _move_right(n, rng, size):
-    "Constant speed to the right."
-    return _steps(n, dx=_travel_speed(n, rng, size))
+    "Constant speed to the right, 1.5-3 px per frame."
+    return _steps(n, dx=_speed(rng, size, 1.5, 3.0))
 
 @register_action('MoveUp')
 def _move_up(n, rng, size):
-    "Constant speed upwards."
-    return _steps(n, dy=-_travel_speed(n, rng, size))
+    "Constant speed upwards, 1.5-3 px per frame."
+    return _steps(n, dy=-_speed(rng, size, 1.5, 3.0))
 
 @register_action('MoveDown')
 def _move_down(n, rng, size):
-    "Constant speed downwards."
-    return _steps(n, dy=_travel_speed(n, rng, size))
+    "Constant speed downwards, 1.5-3 px per frame."
+    return _steps(n, dy=_speed(rng, size, 1.5, 3.0))
 
 @register_action('RotateCW')
 def _rotate_cw(n, rng, size):
-    "Rotation in place, clockwise on screen, 120-300 degrees over the clip."
-    return _steps(n, dangle=rng.uniform(120, 300) / max(n - 1, 1))
+    "Rotation in place, clockwise on screen, 8-16 degrees per frame."
+    return _steps(n, dangle=rng.uniform(8, 16))
 
 @register_action('RotateCCW')
 def _rotate_ccw(n, rng, size):
-    "Rotation in place, counter-clockwise on screen."
-    return _steps(n, dangle=-rng.uniform(120, 300) / max(n - 1, 1))
+    "Rotation in place, counter-clockwise on screen, 8-16 degrees per frame."
+    return _steps(n, dangle=-rng.uniform(8, 16))
 
 @register_action('Circle')
 def _circle(n, rng, size):
-    "A circular path (either direction), radius 12-22% of the frame, 0.75-1.25 turns."
-    r, turns, phase = rng.uniform(0.12, 0.22) * size, rng.uniform(0.75, 1.25), rng.uniform(0, 2 * np.pi)
+    "A circular path (either direction), radius 10-16% of the frame, one turn every 8-14 frames."
+    r, period, phase = rng.uniform(0.10, 0.16) * size, rng.uniform(8, 14), rng.uniform(0, 2 * np.pi)
     sign = rng.choice([-1., 1.])
-    a = phase + sign * 2 * np.pi * turns * np.arange(-1, n) / max(n - 1, 1)
+    a = phase + sign * 2 * np.pi * np.arange(-1, n) / period
     x, y = r * np.cos(a), r * np.sin(a)
     return _steps(n, dx=np.diff(x), dy=np.diff(y))
 
 @register_action('ZigZag')
 def _zigzag(n, rng, size):
-    "Horizontal travel (either direction) with a vertical triangle wave."
-    vx = _travel_speed(n, rng, size) * rng.choice([-1., 1.])
-    amp, period = rng.uniform(0.08, 0.15) * size, rng.uniform(0.3, 0.5) * n
+    "Horizontal travel (either direction, 1-2 px per frame) with a vertical triangle wave of 6-10 frames."
+    vx = _speed(rng, size, 1.0, 2.0) * rng.choice([-1., 1.])
+    amp, period = rng.uniform(0.08, 0.14) * size, rng.uniform(6, 10)
     ph = (np.arange(-1, n) / period + rng.uniform(0, 1)) % 1.0
     y = amp * (4 * np.abs(ph - 0.5) - 1)
     return _steps(n, dx=vx, dy=np.diff(y))
 
 @register_action('Bounce')
 def _bounce(n, rng, size):
-    "Bouncing on a floor: height |sin|, 1.5-3 bounces."
-    amp, bounces = rng.uniform(0.25, 0.4) * size, rng.uniform(1.5, 3.0)
+    "Bouncing on a floor: height amp·|sin|, amp 20-30% of the frame, one bounce every 8-12 frames."
+    amp, period = rng.uniform(0.2, 0.3) * size, rng.uniform(8, 12)
     ph = rng.uniform(0, np.pi)
-    y = -amp * np.abs(np.sin(ph + np.pi * bounces * np.arange(-1, n) / max(n - 1, 1)))
+    y = -amp * np.abs(np.sin(ph + np.pi * np.arange(-1, n) / period))
     return _steps(n, dy=np.diff(y))
+
+def _growth_rate(n, rng):
+    "Log-scale change per frame: 2.5-4% growth, capped so that a whole video changes scale by at most 4x."
+    return min(np.log(rng.uniform(1.025, 1.04)), np.log(4.0) / max(n - 1, 1))
 
 @register_action('Grow')
 def _grow(n, rng, size):
-    "Scaling up by a factor 1.6-2.4 over the clip."
-    return _steps(n, dlogscale=np.log(rng.uniform(1.6, 2.4)) / max(n - 1, 1))
+    "Scaling up by 2.5-4% per frame (at most 4x over the video)."
+    return _steps(n, dlogscale=_growth_rate(n, rng))
 
 @register_action('Shrink')
 def _shrink(n, rng, size):
-    "Scaling down by a factor 1.6-2.4 over the clip."
-    return _steps(n, dlogscale=-np.log(rng.uniform(1.6, 2.4)) / max(n - 1, 1))
+    "Scaling down by 2.5-4% per frame (at most 4x over the video)."
+    return _steps(n, dlogscale=-_growth_rate(n, rng))
 
 @register_action('StopAndGo')
 def _stop_and_go(n, rng, size):
-    "Travel in a random direction, alternating moving and stopping every 4-8 frames."
-    speed, theta = 2 * _travel_speed(n, rng, size), rng.uniform(0, 2 * np.pi)
-    half = int(rng.integers(4, 9))
+    "Travel in a random direction at 2.5-4 px per frame, alternating moving and stopping every 3-5 frames."
+    speed, theta = _speed(rng, size, 2.5, 4.0), rng.uniform(0, 2 * np.pi)
+    half = int(rng.integers(3, 6))
     on = ((np.arange(n) + int(rng.integers(0, 2 * half))) // half) % 2 == 0
     return _steps(n, dx=speed * np.cos(theta) * on, dy=speed * np.sin(theta) * on)
 
 def _drift(n, rng, size):
-    "Slow drift in a random direction: the motion of distractor sprites."
-    speed, theta = rng.uniform(0.05, 0.25) * size / max(n - 1, 1), rng.uniform(0, 2 * np.pi)
+    "Slow drift in a random direction (0.1-0.5 px per frame): the motion of distractor sprites."
+    speed, theta = _speed(rng, size, 0.1, 0.5), rng.uniform(0, 2 * np.pi)
     return _steps(n, dx=speed * np.cos(theta), dy=speed * np.sin(theta), dangle=rng.uniform(-2, 2))
 
 DEFAULT_CLASSES = tuple(ACTIONS)
+
 
 # %% ../nbs/03_synth.ipynb #06a98685
 PALETTES = {  # three RGB colours each
@@ -293,8 +298,8 @@ class WorldConfig:
     n_frames: int = 32
     fps: int = 16
     gop: int = 16                 # keyframe interval (frames)
-    bframes: int = 2              # B-frames between references
-    refs: int = 3                 # reference frames a P/B-frame may predict from (x264 --ref)
+    bframes: int = 0              # B-frames between references (0: every vector spans one frame)
+    refs: int = 1                 # reference frames a P/B-frame may predict from (x264 --ref)
     crf: int = 23                 # x264 constant rate factor (quality)
     classes: tuple = DEFAULT_CLASSES
     n_train: int = 4              # videos per class in trainlist01
@@ -302,7 +307,7 @@ class WorldConfig:
     scene_bias_train: float = 0.0 # P(a train video of class c shows class c's typical scene)
     scene_bias_test: float = 0.0
     n_scenes: int = 12            # scene types used (the first n of SCENES)
-    sprite_size: tuple = (0.12, 0.2)   # actor radius as a fraction of min(width, height), at scale 1
+    sprite_size: tuple = (0.15, 0.24)  # actor radius as a fraction of min(width, height), at scale 1
     textured: bool = True
     distractors: int = 0          # up to this many drifting distractor sprites
     occluder_prob: float = 0.0    # probability of a static occluding bar
@@ -310,6 +315,7 @@ class WorldConfig:
     camera_jitter: int = 0        # +- this many px of random camera shake per frame
     noise_std: float = 0.0        # Gaussian sensor noise (0-255 scale)
     lighting: float = 0.0         # up to this relative brightness change over the clip
+    wrap: bool = True             # sprites leaving one side re-enter from the other (a torus), so a travel lasts the video
 
     def __post_init__(self):
         self.classes = tuple(self.classes)
@@ -368,10 +374,13 @@ def plan_dataset(cfg: WorldConfig, seed: int = 0) -> list[VideoSpec]:
 OCCLUDER_LABEL = 255
 _EXTENT = 1.12  # every shape fits in 1.12 x its radius
 
-def _place(rel, radius, scale, span, rng):
-    "Start coordinate (and a shrink factor for `rel`) keeping centre +- radius*scale inside [0, span-1]."
+def _place(rel, radius, scale, span, rng, wrap: bool = False):
+    "Start coordinate (and a shrink factor for `rel`) keeping centre +- radius*scale inside [0, span-1]; `wrap`: never shrink, any start if it cannot fit."
     r = radius * scale * _EXTENT + 1
     f = 1.0
+    if wrap:
+        lo, hi = np.max(r - rel), np.min(span - 1 - r - rel)
+        return float(rng.uniform(lo, hi) if lo <= hi else rng.uniform(0, span)), f
     for _ in range(60):
         lo, hi = np.max(r - f * rel), np.min(span - 1 - r - f * rel)
         if lo <= hi: return float(rng.uniform(lo, hi)), f
@@ -389,8 +398,8 @@ def _sprite_path(segments, look, cfg, rng, motion=None):
     scale = np.exp(ls)
     angle = rng.uniform(0, 360) + np.cumsum(motion['dangle']) - motion['dangle'][0]
     xr, yr = np.cumsum(motion['dx']) - motion['dx'][0], np.cumsum(motion['dy']) - motion['dy'][0]
-    x0, fx = _place(xr, look.radius, scale, cfg.width, rng)
-    y0, fy = _place(yr, look.radius, scale, cfg.height, rng)
+    x0, fx = _place(xr, look.radius, scale, cfg.width, rng, cfg.wrap)
+    y0, fy = _place(yr, look.radius, scale, cfg.height, rng, cfg.wrap)
     centre = np.stack([x0 + fx * xr, y0 + fy * yr], -1)
     vel = np.stack([fx * motion['dx'], fy * motion['dy']], -1)
     return centre, vel, angle, scale
@@ -405,6 +414,13 @@ def _camera_path(cfg, rng):
     jit = rng.integers(-J, J + 1, (T + 1, 2)) if J else np.zeros((T + 1, 2), int)
     cam = np.round(np.stack([speed * np.cos(th) * t, speed * np.sin(th) * t], -1)).astype(int) + jit + pad
     return cam, pad
+
+def _wrapped_copies(cx, cy, extent, W, H):
+    "Centres at which to draw a sprite at `(cx, cy)` on a W x H torus: itself, wrapped, plus the copies that show across an edge."
+    cx, cy = cx % W, cy % H
+    xs = [cx] + ([cx - W] if cx + extent > W else []) + ([cx + W] if cx - extent < 0 else [])
+    ys = [cy] + ([cy - H] if cy + extent > H else []) + ([cy + H] if cy - extent < 0 else [])
+    return [(x, y) for y in ys for x in xs]
 
 def _bbox(mask):
     ys, xs = np.nonzero(mask)
@@ -445,9 +461,13 @@ def render_video(spec: VideoSpec, cfg: WorldConfig) -> tuple[np.ndarray, dict, d
         for j in [*range(1, S), 0]:  # distractors first, the actor over them
             lab, look, c, v, ang, sc = sprites[j]
             cx, cy = c[t, 0] - ox, c[t, 1] - oy
-            alpha, col = look.render(H, W, cx, cy, ang[t], sc[t])
-            img = img * (1 - alpha[..., None]) + col * alpha[..., None]
-            inside = alpha >= 0.5
+            at = _wrapped_copies(cx, cy, look.radius * sc[t] * _EXTENT + 1, W, H) if cfg.wrap else [(cx, cy)]
+            cx, cy = at[0]
+            inside = np.zeros((H, W), bool)
+            for px, py in at:
+                alpha, col = look.render(H, W, px, py, ang[t], sc[t])
+                img = img * (1 - alpha[..., None]) + col * alpha[..., None]
+                inside |= alpha >= 0.5
             masks[t][inside] = lab
             centers[t, j] = cx, cy
             vel[t, j] = v[t] - dcam[t]
@@ -523,7 +543,7 @@ def save_npz(path, **arrays) -> Path:
     return atomic_write(path, buf.getvalue())
 
 # %% ../nbs/03_synth.ipynb #180493d9
-SYNTH_VERSION = 1  # bump when the generator's output changes for the same seed and parameters
+SYNTH_VERSION = 2  # bump when the generator's output changes for the same seed and parameters
 
 def generate_video(spec: VideoSpec, cfg: WorldConfig, root) -> dict:
     "Render, encode and write one video with its ground truth under `root`; return its record."
@@ -579,12 +599,12 @@ def generate_dataset(cfg: WorldConfig, out, seed: int = 0, workers: int = 0, nam
     return meta
 
 # %% ../nbs/03_synth.ipynb #155afc3b
+_WORLD = dict(width=64, height=64, n_frames=32, gop=16, bframes=0, refs=1)
+_NUISANCES = dict(distractors=1, camera_pan=0.3, noise_std=2.0, lighting=0.1)
 PRESETS = {
-    'tiny': dict(width=64, height=64, n_frames=48, n_train=5, n_test=3),
-    'small': dict(width=128, height=128, n_frames=48, n_train=20, n_test=10, distractors=1, camera_pan=0.3,
-                  camera_jitter=0, noise_std=2.0, lighting=0.1),
-    'scenebias': dict(width=128, height=128, n_frames=48, n_train=20, n_test=10, distractors=1, camera_pan=0.3,
-                      noise_std=2.0, lighting=0.1, scene_bias_train=0.9, scene_bias_test=0.0),
+    'tiny': dict(_WORLD, n_train=5, n_test=3),
+    'small': dict(_WORLD, n_train=100, n_test=20, **_NUISANCES),
+    'scenebias': dict(_WORLD, n_train=100, n_test=20, **_NUISANCES, scene_bias_train=0.9, scene_bias_test=0.0),
 }
 DEFAULT_SEED = 0
 
@@ -593,6 +613,7 @@ def preset_config(preset: str, **overrides) -> WorldConfig:
     if preset not in PRESETS: raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     kw = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
     return WorldConfig(**kw)
+
 
 # %% ../nbs/03_synth.ipynb #6406cea6
 def synth(preset: str = 'tiny',  # one of: tiny, small, scenebias
