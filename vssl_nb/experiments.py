@@ -222,11 +222,13 @@ def _run_rows(root: Path, experiment: str | None) -> list[dict]:
 
 def _is_num(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
-def _aggregate(rows: list[dict], over: str = 'param.seed') -> list[dict]:
+def _aggregate(rows: list[dict], over: str = 'param.seed', also=()) -> list[dict]:
+    "Group runs whose parameters differ only in `over` (and in the parameters named in `also`); mean ± sample std per metric."
     groups: dict[tuple, list[dict]] = {}
+    skip = {over, *(f'param.{a}' for a in also)}
     for r in rows:
         if r['status'] != 'ok': continue
-        key = tuple((k, json.dumps(v)) for k, v in r.items() if k.startswith('param.') and k != over) + (('experiment', r['experiment']),)
+        key = tuple((k, json.dumps(v)) for k, v in r.items() if k.startswith('param.') and k not in skip) + (('experiment', r['experiment']),)
         groups.setdefault(key, []).append(r)
     out = []
     for key, rs in groups.items():
@@ -292,11 +294,11 @@ def _keep_metrics(rows: list[dict], metrics) -> list[dict]:
     return [{**{k: v for k, v in r.items() if not k.startswith('metric.')}, **{k: r[k] for k in keep if k in r}} for r in rows]
 
 def collect_results(experiment: str | None = None, runs: str | os.PathLike | None = None, aggregate: bool = False,
-                    out: str | os.PathLike | None = None, title: str | None = None, metrics=None) -> ResultsTable:
-    "Gather runs into a table (only the `metrics` named, if given); write `<out>.csv` and `<out>.md` (default `runs/[<experiment>/]results`)."
+                    out: str | os.PathLike | None = None, title: str | None = None, metrics=None, over=()) -> ResultsTable:
+    "Gather runs into a table (only the `metrics` named, if given; with `aggregate`, runs that differ only in seed and in the parameters `over` are one row); write `<out>.csv` and `<out>.md` (default `runs/[<experiment>/]results`)."
     root = runs_dir(runs)
     rows = _run_rows(root, experiment)
-    if aggregate: rows = _aggregate(rows)
+    if aggregate: rows = _aggregate(rows, also=[o for o in ([over] if isinstance(over, str) else over) if o])
     if metrics: rows = _keep_metrics(rows, metrics)
     md = to_markdown(rows)
     if title: md = f"## {title}\n\n{md}"
@@ -342,10 +344,12 @@ def results(experiment: str = None,  # only this experiment's runs (default: all
             out: str = None,  # write <out>.csv and <out>.md (default: runs/[<experiment>/]results)
             title: str = None,  # a heading for the Markdown table
             metrics: str = None,  # comma-separated metrics to show (default: all), e.g. R@1,R@5
+            over: str = None,  # with --aggregate: comma-separated parameters that may also differ within a row, e.g. data
             ):
     "Gather every run's parameters and metrics into one table, printed and written as CSV and Markdown."
     names = [m.strip() for m in metrics.split(',') if m.strip()] if metrics else None
-    try: table = collect_results(experiment, runs=runs, aggregate=aggregate, out=out, title=title, metrics=names)
+    also = [o.strip() for o in over.split(',') if o.strip()] if over else ()
+    try: table = collect_results(experiment, runs=runs, aggregate=aggregate, out=out, title=title, metrics=names, over=also)
     except (FileNotFoundError, ValueError) as e: raise CliError(str(e)) from None
     print(table.markdown)
     print(f"table written to {table.csv_path} and {table.md_path}")

@@ -24,9 +24,10 @@ from .models import build_backbone
 from .train import SupervisedRecipe, Trainer, build_recipe
 
 # %% auto #0
-__all__ = ['PROTOCOLS', 'samples_root', 'StudyData', 'PretextViews', 'study_transform', 'pretext_dataset', 'pretext_loader',
-           'pretrain', 'eval_loader', 'evaluate_retrieval', 'labelled_subset', 'train_supervised', 'parse_fractions',
-           'parse_protocols', 'label_efficiency', 'label_efficiency_metrics', 'plot_label_efficiency']
+__all__ = ['MOCO_BASED', 'PROTOCOLS', 'samples_root', 'StudyData', 'PretextViews', 'study_transform', 'pretext_dataset',
+           'pretext_loader', 'method_kwargs', 'pretrain', 'eval_loader', 'evaluate_retrieval', 'labelled_subset',
+           'train_supervised', 'parse_fractions', 'parse_protocols', 'label_efficiency', 'label_efficiency_metrics',
+           'plot_label_efficiency']
 
 # %% ../nbs/08a_study.ipynb #0e2b5c4b
 def samples_root() -> Path:
@@ -53,7 +54,7 @@ class StudyData:
     stride: int = 2                # frame stride inside a clip
     motion_frames: int = 8         # motion-target fields after the clip (CMD)
     motion_offset: int = 2         # the first motion field is this many frames after the clip's last frame
-    block: int = 16                # motion-field block size in pixels
+    block: int = 8                 # motion-field block size in pixels (8: a 7x7 motion target on a 56-px crop)
     min_crop: float = 0.2          # smallest area share of a random resized crop (the CMD paper's 0.2)
     flip: bool = True              # random horizontal flips (they swap left/right motion: keep off for direction labels)
     batch_size: int = 16
@@ -111,6 +112,16 @@ def pretext_loader(data: StudyData, keys, seed: int = 0, split: str = 'train', c
     return clip_loader(ds, batch_size=data.batch_size, shuffle=shuffle, workers=data.workers, seed=seed, drop_last=True)
 
 # %% ../nbs/08a_study.ipynb #2fe041e0
+MOCO_BASED = ('moco', 'be', 'be_only', 'dsm')
+
+def method_kwargs(method: str, frames: int, queue_size: int = 1024, momentum: float = 0.99) -> dict:
+    """Recipe options a template passes for `method`: the MoCo queue and key-encoder momentum of the MoCo-based methods
+    (the papers' 16384 and 0.999 suit ImageNet-length runs, not a thousand steps on a thousand videos), and DSM's clip
+    length (it cuts its temporal negative from a clip twice as long)."""
+    kw = dict(queue_size=queue_size, momentum=momentum) if method in MOCO_BASED else {}
+    if method.startswith('dsm'): kw['clip_frames'] = frames
+    return kw
+
 def pretrain(method: str, data: StudyData, steps: int = 100, lr: float = 0.05, seed: int = 0, backbone: str = 'tiny',
              run_dir: str | os.PathLike | None = None, show_progress: bool = True, recipe_kwargs: dict | None = None,
              **trainer_kwargs) -> Trainer:
@@ -155,18 +166,20 @@ def labelled_subset(dataset, fraction: float, seed: int = 0) -> Subset:
     return Subset(dataset, sorted(keep))
 
 def train_supervised(data: StudyData, motion_weight: float = 0.0, label_fraction: float = 1.0, steps: int = 100, lr: float = 0.05,
-                     seed: int = 0, backbone: str = 'tiny', run_dir=None, show_progress: bool = True, **trainer_kwargs) -> dict:
-    "Train `backbone` + classifier from scratch on labels (+ motion prediction when `motion_weight` > 0); return test accuracies."
+                     seed: int = 0, backbone: str = 'tiny', run_dir=None, show_progress: bool = True, dropout: float = 0.5,
+                     return_model: bool = False, **trainer_kwargs):
+    "Train `backbone` + classifier from scratch on labels (+ motion prediction when `motion_weight` > 0); return test accuracies (and the trained recipe with `return_model`)."
     seed_everything(seed)
     ds = pretext_dataset(data, ('clip', 'label') + (('motion',) if motion_weight > 0 else ()))
     train = labelled_subset(ds, label_fraction, seed)
     bs = min(data.batch_size, len(train))
     loader = clip_loader(train, batch_size=bs, shuffle=True, workers=data.workers, seed=seed, drop_last=True)
     n_cls = _num_classes(ds.dataset)  # the training set is already listed: do not list it again
-    recipe = SupervisedRecipe(build_backbone(backbone), n_cls, motion_weight=motion_weight)
+    recipe = SupervisedRecipe(build_backbone(backbone), n_cls, motion_weight=motion_weight, dropout=dropout)
     Trainer(recipe, loader, steps, lr=lr, seed=seed, run_dir=run_dir, show_progress=show_progress, **trainer_kwargs).fit()
     out = evaluate_classifier(recipe, eval_loader(data, 'test'))
-    return {**out, 'train_videos': len(train)}
+    out = {**out, 'train_videos': len(train)}
+    return (out, recipe) if return_model else out
 
 # %% ../nbs/08a_study.ipynb #3c11afe9
 PROTOCOLS = ('linear', 'finetune')

@@ -307,7 +307,7 @@ class WorldConfig:
     scene_bias_train: float = 0.0 # P(a train video of class c shows class c's typical scene)
     scene_bias_test: float = 0.0
     n_scenes: int = 12            # scene types used (the first n of SCENES)
-    sprite_size: tuple = (0.15, 0.24)  # actor radius as a fraction of min(width, height), at scale 1
+    sprite_size: tuple = (0.2, 0.3)    # actor radius as a fraction of min(width, height), at scale 1
     textured: bool = True
     distractors: int = 0          # up to this many drifting distractor sprites
     occluder_prob: float = 0.0    # probability of a static occluding bar
