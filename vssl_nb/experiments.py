@@ -25,10 +25,10 @@ from fastcore.script import CliError
 from .core import RunRecord, atomic_write, atomic_write_json, runs_dir
 
 # %% auto #0
-__all__ = ['RUN_DIR_VAR', 'QUICKSTART_SEEDS', 'QUICKSTART', 'QUICKSTART_METRICS', 'template_dirs', 'list_templates',
-           'find_template', 'declared_parameters', 'parse_value', 'load_params_file', 'check_parameters',
-           'current_run_dir', 'save_metrics', 'RunResult', 'new_run_id', 'run_experiment', 'to_markdown', 'to_csv',
-           'ResultsTable', 'collect_results', 'run', 'results', 'quickstart']
+__all__ = ['QUICKSTART_SEEDS', 'QUICKSTART', 'QUICKSTART_METRICS', 'template_dirs', 'list_templates', 'find_template',
+           'declared_parameters', 'parse_value', 'load_params_file', 'check_parameters', 'RunResult', 'new_run_id',
+           'run_experiment', 'to_markdown', 'to_csv', 'ResultsTable', 'collect_results', 'run', 'results', 'quickstart',
+           'RUN_DIR_VAR', 'current_run_dir', 'save_metrics']
 
 # %% ../nbs/00a_experiments.ipynb #731cb8fb
 def template_dirs() -> list[Path]:
@@ -90,23 +90,8 @@ def check_parameters(template: str | os.PathLike, params: dict) -> dict:
     return declared
 
 # %% ../nbs/00a_experiments.ipynb #0840a545
-RUN_DIR_VAR = 'VSSL_RUN_DIR'
-
-def current_run_dir() -> Path | None:
-    "The folder of the run this code executes in (set by `run_experiment`), or None outside a run."
-    d = os.environ.get(RUN_DIR_VAR)
-    return Path(d) if d else None
-
-def save_metrics(metrics: dict, run_dir: str | os.PathLike | None = None) -> dict:
-    "Merge `metrics` into the run's `metrics.json` (atomically); return everything saved so far."
-    if not isinstance(metrics, dict): raise TypeError(f"metrics must be a dict, got {type(metrics).__name__}")
-    run_dir = Path(run_dir) if run_dir is not None else current_run_dir()
-    if run_dir is None: return dict(metrics)
-    path = run_dir / 'metrics.json'
-    old = json.loads(path.read_text()) if path.exists() else {}
-    merged = {**old, **metrics}
-    atomic_write_json(path, merged)
-    return merged
+from .core import RUN_DIR_VAR, current_run_dir, save_metrics  # re-exported: templates import them from here
+_all_ = ['RUN_DIR_VAR', 'current_run_dir', 'save_metrics']
 
 # %% ../nbs/00a_experiments.ipynb #a97eabf4
 @dataclass
