@@ -18,6 +18,7 @@ from .core import seed_everything
 from .data import ClipSampler, Compose, clip_loader, eval_transform, train_transform, video_dataset
 from .evaluate import evaluate_classifier, extract_video_features, knn_accuracy, retrieval_recall
 from .models import build_backbone
+from .samples import sample_data
 from .train import SupervisedRecipe, Trainer, build_recipe
 
 # %% auto #0
@@ -26,16 +27,8 @@ __all__ = ['samples_root', 'StudyData', 'PretextViews', 'study_transform', 'pret
 
 # %% ../nbs/08a_study.ipynb #0e2b5c4b
 def samples_root() -> Path:
-    "The bundled `data_samples/` folder of the checkout (or `$VSSL_SAMPLES_DATA` if set)."
-    env = os.environ.get('VSSL_SAMPLES_DATA')
-    if env: return Path(env)
-    here = globals().get('__file__')
-    pkg = Path(here).resolve().parent if here else Path.cwd().resolve().parent / 'vssl_nb'
-    root = pkg.parent / 'data_samples'
-    if not (root / 'classInd.txt').is_file():
-        raise FileNotFoundError(f"the bundled data_samples/ was not found at {root} (it ships with a checkout of vssl-nb, "
-                                "not with the wheel); pass a data set folder or set VSSL_SAMPLES_DATA")
-    return root
+    "The bundled `data_samples/`: `$VSSL_SAMPLES_DATA` if set, else the checkout's, else generated once into the cache (`vssl_nb.samples`)."
+    return sample_data()
 
 def _num_classes(ds) -> int:
     return len(ds.classes) if ds.classes else 1 + max(it.label for it in ds.items)
