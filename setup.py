@@ -23,6 +23,18 @@ license_name, license_classifier = licenses[cfg['license']]
 def _reqs(key): return cfg.get(key, '').split()
 
 
+def _recipe_entry_points() -> list[str]:
+    "settings.ini's `recipes` as entry points of the group `vssl_nb.recipes`; `pkg.*` becomes one `module = pkg.module` per module."
+    out = []
+    for spec in cfg.get('recipes', '').split():
+        if not spec.endswith('.*'): out.append(spec); continue
+        pkg = spec[:-2]
+        folder = here.joinpath(*pkg.split('.'))
+        if not folder.is_dir(): raise FileNotFoundError(f"settings.ini's recipes names {spec}, but {folder} is not a folder")
+        out += [f"{p.stem} = {pkg}.{p.stem}" for p in sorted(folder.glob('*.py')) if not p.name.startswith('_')]
+    return out
+
+
 class BuildPyWithTemplates(build_py):
     "Ship the papermill templates of nbs/experiments inside the package as `templates/`."
     def run(self):
@@ -55,7 +67,8 @@ setuptools.setup(
     install_requires=_reqs('requirements'),
     extras_require={'lab': _reqs('lab_requirements'), 'dev': _reqs('dev_requirements')},
     entry_points={'console_scripts': cfg['console_scripts'].split('\n'),
-                  'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
+                  'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"],
+                  'vssl_nb.recipes': _recipe_entry_points()},
     cmdclass={'build_py': BuildPyWithTemplates},
     zip_safe=False,
 )

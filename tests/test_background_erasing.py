@@ -3,8 +3,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vssl_nb.background_erasing import (SCENE_RECIPES, BackgroundErasing, BERecipe, MoCoRecipe, background_erase, moco_nce,
-                                        other_video_index, with_background_erasing)
+from vssl_nb.losses import moco_nce
+from vssl_nb.methods.background_erasing import (SCENE_RECIPES, BackgroundErasing, BERecipe, background_erase, other_video_index,
+                                                with_background_erasing)
+from vssl_nb.methods.moco import MoCoRecipe
 from vssl_nb.models import build_backbone
 from vssl_nb.train import Recipe, Trainer, make_loader
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from vssl_nb.dsm import (DSM_RECIPES, OTHER_TIME_KEY, cut_two_windows, dsm_views, local_warp_field, other_time_start,
-                         sample_other_time, spatial_local_disturbance, warp_frames)
+from vssl_nb.methods.dsm import (DSM_RECIPES, OTHER_TIME_KEY, cut_two_windows, dsm_views, local_warp_field, other_time_start,
+                                 sample_other_time, spatial_local_disturbance, warp_frames)
 from vssl_nb.models import build_backbone
 from vssl_nb.train import Trainer, make_loader
 

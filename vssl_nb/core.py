@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import importlib.metadata
 import json
 import os
@@ -17,15 +18,17 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 # %% auto #0
-__all__ = ['RECORDED_PACKAGES', 'seed_everything', 'seed_worker', 'torch_generator', 'user_cache_root', 'vssl_path', 'data_dir',
-           'cache_dir', 'runs_dir', 'atomic_open', 'atomic_write', 'atomic_write_json', 'file_hash', 'params_hash',
-           'cache_key', 'package_versions', 'git_revision', 'RunRecord', 'progress']
+__all__ = ['RECORDED_PACKAGES', 'RUN_DIR_VAR', 'seed_everything', 'seed_worker', 'torch_generator', 'user_cache_root',
+           'vssl_path', 'data_dir', 'cache_dir', 'runs_dir', 'atomic_open', 'atomic_write', 'atomic_write_json',
+           'file_hash', 'params_hash', 'cache_key', 'package_versions', 'git_revision', 'RunRecord', 'current_run_dir',
+           'save_metrics', 'progress', 'moved_names']
 
 # %% ../nbs/00_core.ipynb #16c3f27b
 def seed_everything(seed: int, deterministic: bool = True) -> int:
@@ -196,6 +199,25 @@ class RunRecord:
 
     def __repr__(self): return f"RunRecord({json.dumps(self.data, default=_json_default)[:200]}...)"
 
+# %% ../nbs/00_core.ipynb #0840a545
+RUN_DIR_VAR = 'VSSL_RUN_DIR'
+
+def current_run_dir() -> Path | None:
+    "The folder of the run this code executes in (set by `run_experiment`), or None outside a run."
+    d = os.environ.get(RUN_DIR_VAR)
+    return Path(d) if d else None
+
+def save_metrics(metrics: dict, run_dir: str | os.PathLike | None = None) -> dict:
+    "Merge `metrics` into the run's `metrics.json` (atomically); return everything saved so far."
+    if not isinstance(metrics, dict): raise TypeError(f"metrics must be a dict, got {type(metrics).__name__}")
+    run_dir = Path(run_dir) if run_dir is not None else current_run_dir()
+    if run_dir is None: return dict(metrics)
+    path = run_dir / 'metrics.json'
+    old = json.loads(path.read_text()) if path.exists() else {}
+    merged = {**old, **metrics}
+    atomic_write_json(path, merged)
+    return merged
+
 # %% ../nbs/00_core.ipynb #2b4ff620
 def _progress_mode(file=None) -> str:
     mode = os.environ.get('VSSL_PROGRESS', '').lower()
@@ -255,3 +277,21 @@ def progress(iterable=None, total: int | None = None, desc: str = '', unit: str 
         from tqdm.auto import tqdm
         return tqdm(iterable, total=total, desc=desc, unit=unit, file=file, disable=disable, dynamic_ncols=True)
     return _LineProgress(iterable, total=total, desc=desc, every=every, unit=unit, file=file, disable=disable)
+
+# %% ../nbs/00_core.ipynb #50973d5c
+def moved_names(module: str, targets: dict[str, str] | list[str] | tuple[str, ...]):
+    "A module `__getattr__` for names that left `module`: `targets` maps name → new module, or lists modules to search; each use warns."
+    def __getattr__(name: str, _stacklevel: int = 2):
+        if name.startswith('__'): raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        places = ([targets[name]] if name in targets else []) if isinstance(targets, dict) else list(targets)
+        for place in places:
+            mod = importlib.import_module(place)
+            if not hasattr(mod, name): continue
+            obj = getattr(mod, name)
+            home = getattr(obj, '__module__', None)   # a class or function: name the module that defines it
+            if isinstance(home, str) and getattr(sys.modules.get(home), name, None) is obj: place = home
+            warnings.warn(f"{module}.{name} has moved to {place}.{name}; import it from there (the old path is deprecated)",
+                          DeprecationWarning, stacklevel=_stacklevel)
+            return obj
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    return __getattr__

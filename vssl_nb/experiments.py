@@ -25,10 +25,10 @@ from fastcore.script import CliError
 from .core import RunRecord, atomic_write, atomic_write_json, runs_dir
 
 # %% auto #0
-__all__ = ['RUN_DIR_VAR', 'QUICKSTART_SEEDS', 'QUICKSTART', 'QUICKSTART_METRICS', 'template_dirs', 'list_templates',
-           'find_template', 'declared_parameters', 'parse_value', 'load_params_file', 'check_parameters',
-           'current_run_dir', 'save_metrics', 'RunResult', 'new_run_id', 'run_experiment', 'to_markdown', 'to_csv',
-           'ResultsTable', 'collect_results', 'run', 'results', 'quickstart']
+__all__ = ['QUICKSTART_SEEDS', 'QUICKSTART_STEPS', 'QUICKSTART', 'QUICKSTART_METRICS', 'template_dirs', 'list_templates',
+           'find_template', 'declared_parameters', 'parse_value', 'load_params_file', 'check_parameters', 'RunResult',
+           'new_run_id', 'run_experiment', 'to_markdown', 'to_csv', 'ResultsTable', 'collect_results', 'run', 'results',
+           'quickstart_plan', 'quickstart', 'RUN_DIR_VAR', 'current_run_dir', 'save_metrics']
 
 # %% ../nbs/00a_experiments.ipynb #731cb8fb
 def template_dirs() -> list[Path]:
@@ -90,23 +90,8 @@ def check_parameters(template: str | os.PathLike, params: dict) -> dict:
     return declared
 
 # %% ../nbs/00a_experiments.ipynb #0840a545
-RUN_DIR_VAR = 'VSSL_RUN_DIR'
-
-def current_run_dir() -> Path | None:
-    "The folder of the run this code executes in (set by `run_experiment`), or None outside a run."
-    d = os.environ.get(RUN_DIR_VAR)
-    return Path(d) if d else None
-
-def save_metrics(metrics: dict, run_dir: str | os.PathLike | None = None) -> dict:
-    "Merge `metrics` into the run's `metrics.json` (atomically); return everything saved so far."
-    if not isinstance(metrics, dict): raise TypeError(f"metrics must be a dict, got {type(metrics).__name__}")
-    run_dir = Path(run_dir) if run_dir is not None else current_run_dir()
-    if run_dir is None: return dict(metrics)
-    path = run_dir / 'metrics.json'
-    old = json.loads(path.read_text()) if path.exists() else {}
-    merged = {**old, **metrics}
-    atomic_write_json(path, merged)
-    return merged
+from .core import RUN_DIR_VAR, current_run_dir, save_metrics  # re-exported: templates import them from here
+_all_ = ['RUN_DIR_VAR', 'current_run_dir', 'save_metrics']
 
 # %% ../nbs/00a_experiments.ipynb #a97eabf4
 @dataclass
@@ -357,17 +342,31 @@ def results(experiment: str = None,  # only this experiment's runs (default: all
 
 # %% ../nbs/00a_experiments.ipynb #ba87913f
 QUICKSTART_SEEDS = (0, 1, 2)
-QUICKSTART = [('pretrain', f'{method}-s{seed}', {'method': method, 'seed': seed, 'stride': 4, 'steps': 300 if method != 'none' else 0})
-              for seed in QUICKSTART_SEEDS for method in ('cmd', 'none')]
+QUICKSTART_STEPS = 300
+
+def quickstart_plan(steps: int = QUICKSTART_STEPS, seeds=QUICKSTART_SEEDS) -> list[tuple[str, str, dict]]:
+    "The quickstart's runs `(template, run_id, params)`: CMD pretraining for `steps` updates and random init, for each seed."
+    return [('pretrain', f'{method}-s{seed}', {'method': method, 'seed': seed, 'stride': 4, 'steps': steps if method != 'none' else 0})
+            for seed in seeds for method in ('cmd', 'none')]
+
+QUICKSTART = quickstart_plan()
 QUICKSTART_METRICS = ['R@1', 'R@5', 'R@10', 'knn_acc', 'final_loss', 'train_seconds']
 
 def quickstart(runs: str = None,  # the runs folder (default: $VSSL_RUNS or ~/.cache/vssl-nb/runs)
+               steps: int = None,  # CMD pretraining steps per run (default: 300; a few make a smoke test)
+               seeds: int = None,  # how many seeds, counting from 0 (default: 3)
                ):
     "Pretrain with CMD vs random init on the bundled data_samples/ (3 seeds), evaluate by retrieval, print the table."
+    for k, v in (('steps', steps), ('seeds', seeds)):
+        if v is not None and v < 1: raise CliError(f"{k} must be at least 1, got {v}")
+    plan = QUICKSTART if steps is None and seeds is None else quickstart_plan(
+        QUICKSTART_STEPS if steps is None else steps, QUICKSTART_SEEDS if seeds is None else tuple(range(seeds)))
     t0 = time.perf_counter()
+    from vssl_nb.samples import sample_data
+    print(f"data: {sample_data()}", flush=True)   # an installed package makes the samples here on first use, with a progress line
     experiment = f"quickstart-{new_run_id()}"
-    for i, (template, run_id, params) in enumerate(QUICKSTART, 1):
-        print(f"[{i}/{len(QUICKSTART)}] {template} {' '.join(f'{k}={v}' for k, v in params.items())}", flush=True)
+    for i, (template, run_id, params) in enumerate(plan, 1):
+        print(f"[{i}/{len(plan)}] {template} {' '.join(f'{k}={v}' for k, v in params.items())}", flush=True)
         try: res = run_experiment(template, params, run_id=run_id, runs=runs, experiment=experiment, quiet=True)
         except (FileNotFoundError, ValueError) as e: raise CliError(str(e)) from None
         print(f"      {res.status} in {res.seconds:.1f}s — executed notebook: {res.notebook}", flush=True)

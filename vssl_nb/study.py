@@ -21,6 +21,7 @@ from .data import ClipSampler, Compose, clip_loader, eval_transform, train_trans
 from .evaluate import (Features, evaluate_classifier, extract_features, extract_video_features, fine_tune, fit_linear_probe,
                               knn_accuracy, probe_accuracy, retrieval_recall)
 from .models import build_backbone
+from .samples import sample_data
 from .train import SupervisedRecipe, Trainer, build_recipe
 
 # %% auto #0
@@ -31,16 +32,8 @@ __all__ = ['MOCO_BASED', 'PROTOCOLS', 'samples_root', 'StudyData', 'PretextViews
 
 # %% ../nbs/08a_study.ipynb #0e2b5c4b
 def samples_root() -> Path:
-    "The bundled `data_samples/` folder of the checkout (or `$VSSL_SAMPLES_DATA` if set)."
-    env = os.environ.get('VSSL_SAMPLES_DATA')
-    if env: return Path(env)
-    here = globals().get('__file__')
-    pkg = Path(here).resolve().parent if here else Path.cwd().resolve().parent / 'vssl_nb'
-    root = pkg.parent / 'data_samples'
-    if not (root / 'classInd.txt').is_file():
-        raise FileNotFoundError(f"the bundled data_samples/ was not found at {root} (it ships with a checkout of vssl-nb, "
-                                "not with the wheel); pass a data set folder or set VSSL_SAMPLES_DATA")
-    return root
+    "The bundled `data_samples/`: `$VSSL_SAMPLES_DATA` if set, else the checkout's, else generated once into the cache (`vssl_nb.samples`)."
+    return sample_data()
 
 def _num_classes(ds) -> int:
     return len(ds.classes) if ds.classes else 1 + max(it.label for it in ds.items)
