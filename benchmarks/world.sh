@@ -5,10 +5,10 @@
 # Finished runs are kept and skipped, so the script can be rerun to finish an interrupted study or add seeds.
 #   bash benchmarks/world.sh          (about 20 minutes per `small`/`scenebias` world on 2 idle cores, 1 per `tiny` one)
 # Environment: SEEDS (world seeds, default "1 2 3"; seed 0 is the world the protocol was tuned on), PRESETS
-# (default "small tiny scenebias"), TINY_STEPS (300), VSSL_DATA, VSSL_RUNS (default ./runs-world).
+# (default "small tiny scenebias"), TINY_STEPS (800), VSSL_DATA, VSSL_RUNS (default ./runs-world).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-SEEDS=${SEEDS:-"1 2 3"}; PRESETS=${PRESETS:-"small tiny scenebias"}; TINY_STEPS=${TINY_STEPS:-300}
+SEEDS=${SEEDS:-"1 2 3"}; PRESETS=${PRESETS:-"small tiny scenebias"}; TINY_STEPS=${TINY_STEPS:-800}
 DATA_ROOT=${VSSL_DATA:-$HOME/.cache/vssl-nb/data}
 RUNS_ROOT=${VSSL_RUNS:-$PWD/runs-world}
 export VSSL_PROGRESS=lines
@@ -44,5 +44,6 @@ out=benchmarks/results
     cat "$out/world_$preset.md"; echo
     rm -f "$out/world_$preset.md" "$out/world_$preset.csv"
   done
+  if [ -f "$out/world_notes.md" ]; then cat "$out/world_notes.md"; fi
 } > "$out/world.md"
 cat "$out/world.md"

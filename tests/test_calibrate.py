@@ -57,7 +57,7 @@ def test_supervised_fits_the_smoke_preset(tmp_path):
     fits its training set: a world whose classes cannot even be fitted cannot rank methods (world v1 reached 0.30)."""
     torch.set_num_threads(2)
     data = StudyData(ROOT / 'data_samples', min_crop=0.5, flip=False, eval_clips=2, cache=str(tmp_path / 'cache'))
-    res, model = train_supervised(data, steps=500, lr=2e-3, optimizer='adamw', weight_decay=0.05, dropout=0.2, seed=0,
+    res, model = train_supervised(data, steps=800, lr=2e-3, optimizer='adamw', weight_decay=0.05, dropout=0.2, seed=0,
                                   show_progress=False, return_model=True)
     train_acc = evaluate_classifier(model, eval_loader(data, 'train'))['video_acc']
     assert train_acc >= 0.9, f'the tiny backbone fits only {train_acc:.2f} of its 60 training videos'

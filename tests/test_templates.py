@@ -64,3 +64,15 @@ def test_scenebias_template(method, vssl_env):
     m = json.loads((vssl_env['runs'] / 'scenebias' / method / 'metrics.json').read_text())
     assert 0 <= m['probe_test_acc'] <= 1 and 0 <= m['scene_only_acc'] <= 1
     assert 0 <= m['mask_share'] <= 1 and 0 < m['mask_area'] < 1 and m['train']['recipe'] == method
+
+
+def test_calibrate_template_reports_every_reference_row(vssl_env):
+    r = vssl('run', 'calibrate', '-p', 'steps', 4, '-p', 'low_steps', 2, '-p', 'appearance_steps', 3, '-p', 'batch_size', 8,
+             '-p', 'eval_clips', 1, '-p', 'threads', 1, '--run-id', 'cal')
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((vssl_env['runs'] / 'calibrate' / 'cal' / 'metrics.json').read_text())
+    for k in ('gt_oracle_acc', 'codec_oracle_acc', 'appearance_acc', 'supervised_acc', 'supervised_train_acc', 'supervised_acc_10pct',
+              'random_r1', 'supervised_r1'):
+        assert 0 <= m[k] <= 1, k
+    assert abs(m['chance'] - 1 / 12) < 1e-9 and m['train_videos'] == 60 and m['supervised_10pct_videos'] == 12
+    assert m['gt_oracle_acc'] >= 0.9, 'on the bundled samples the classes must be separable from the true motion'

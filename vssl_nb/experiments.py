@@ -346,7 +346,7 @@ QUICKSTART_STEPS = 300
 
 def quickstart_plan(steps: int = QUICKSTART_STEPS, seeds=QUICKSTART_SEEDS) -> list[tuple[str, str, dict]]:
     "The quickstart's runs `(template, run_id, params)`: CMD pretraining for `steps` updates and random init, for each seed."
-    return [('pretrain', f'{method}-s{seed}', {'method': method, 'seed': seed, 'stride': 4, 'steps': steps if method != 'none' else 0})
+    return [('pretrain', f'{method}-s{seed}', {'method': method, 'seed': seed, 'stride': 2, 'steps': steps if method != 'none' else 0})
             for seed in seeds for method in ('cmd', 'none')]
 
 QUICKSTART = quickstart_plan()
