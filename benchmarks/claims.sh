@@ -10,7 +10,7 @@
 # ordered seed by seed, so an interrupted study has whole seeds. About 70 minutes per seed on 2 idle cores.
 #   bash benchmarks/claims.sh
 # Environment: SEEDS (default "0 1 2"), STEPS (pretraining, 1500), SUP_STEPS (3000; 1000 at 10% of the labels), SB_STEPS
-# (1000), JOBS (2 runs at a time, one thread each), VSSL_DATA, VSSL_RUNS (default ./runs-claims).
+# (1000), JOBS (2 runs at a time, one thread each), VSSL_DATA, VSSL_RUNS (default benchmarks/runs/claims, whose records and metrics are kept in git).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SEEDS=${SEEDS:-"0 1 2"}; STEPS=${STEPS:-1500}; SUP_STEPS=${SUP_STEPS:-3000}; SB_STEPS=${SB_STEPS:-1000}; JOBS=${JOBS:-2}
@@ -18,7 +18,7 @@ DATA=${VSSL_DATA:-$HOME/.cache/vssl-nb/data}/world-small-s0
 SB_DATA=${VSSL_DATA:-$HOME/.cache/vssl-nb/data}/world-scenebias-s0
 SB_METHODS=${SB_METHODS:-"moco be dsm cmd none"}
 METHODS=${METHODS:-"none cmd cmd_context_only cmd_motion_only simclr moco be dsm"}
-export VSSL_RUNS=${VSSL_RUNS:-$PWD/runs-claims}
+export VSSL_RUNS=${VSSL_RUNS:-$PWD/benchmarks/runs/claims}
 export VSSL_PROGRESS=lines
 COMMON="-p data $DATA -p threads 1 -p flip false"
 

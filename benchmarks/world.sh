@@ -5,12 +5,12 @@
 # Finished runs are kept and skipped, so the script can be rerun to finish an interrupted study or add seeds.
 #   bash benchmarks/world.sh          (about 20 minutes per `small`/`scenebias` world on 2 idle cores, 1 per `tiny` one)
 # Environment: SEEDS (world seeds, default "1 2 3"; seed 0 is the world the protocol was tuned on), PRESETS
-# (default "small tiny scenebias"), TINY_STEPS (800), VSSL_DATA, VSSL_RUNS (default ./runs-world).
+# (default "small tiny scenebias"), TINY_STEPS (800), VSSL_DATA, VSSL_RUNS (default benchmarks/runs/world, whose records and metrics are kept in git).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SEEDS=${SEEDS:-"1 2 3"}; PRESETS=${PRESETS:-"small tiny scenebias"}; TINY_STEPS=${TINY_STEPS:-800}
 DATA_ROOT=${VSSL_DATA:-$HOME/.cache/vssl-nb/data}
-RUNS_ROOT=${VSSL_RUNS:-$PWD/runs-world}
+RUNS_ROOT=${VSSL_RUNS:-$PWD/benchmarks/runs/world}
 export VSSL_PROGRESS=lines
 METRICS=gt_oracle_acc,codec_oracle_acc,appearance_acc,supervised_acc,supervised_train_acc,supervised_acc_10pct,supervised_10pct_train_acc,random_r1,supervised_r1,chance,supervised_seconds
 
