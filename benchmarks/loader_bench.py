@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from vssl_nb import data as D
-from vssl_nb import synth as S
+from vssl_nb.world.dataset import generate_dataset
+from vssl_nb.world.presets import preset_config
 from vssl_nb.codec import sample_videos_dir
 
 
@@ -67,8 +68,8 @@ def main(argv=None):
         tmp = Path(tmp)
         if a.root: roots = [(Path(a.root), 56)]
         else:
-            S.generate_dataset(S.preset_config('tiny'), tmp / 'tiny', seed=0, workers=2, show_progress=False)
-            S.generate_dataset(S.preset_config('small', n_train=3, n_test=0), tmp / 'small128', seed=0, workers=2, show_progress=False)
+            generate_dataset(preset_config('tiny'), tmp / 'tiny', seed=0, workers=2, show_progress=False)
+            generate_dataset(preset_config('small', n_train=3, n_test=0), tmp / 'small128', seed=0, workers=2, show_progress=False)
             roots = [(tmp / 'tiny', 56), (tmp / 'small128', 112)]
             real = sample_videos_dir()  # ../shared/videos or $VSSL_SAMPLES
             if real is not None:  # real H.264 clips (~300 frames), linked in place, never copied

@@ -52,7 +52,8 @@ def vssl(*args, env=None, timeout=600):
 def synthetic_videos():
     "16 rendered synthetic videos (4 classes, 32 px, 24 frames) as a (16, 3, 24, 32, 32) float tensor, and their labels."
     import torch
-    from vssl_nb.synth import WorldConfig, plan_dataset, render_video
+    from vssl_nb.world.render import render_video
+    from vssl_nb.world.spec import WorldConfig, plan_dataset
     cfg = WorldConfig(width=32, height=32, n_frames=24, n_train=4, n_test=0, classes=('MoveLeft', 'MoveRight', 'RotateCW', 'Grow'))
     specs = plan_dataset(cfg, 0)
     x = torch.stack([torch.from_numpy(render_video(s, cfg)[0]).permute(3, 0, 1, 2).float() / 255 for s in specs])

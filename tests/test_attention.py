@@ -104,7 +104,8 @@ def test_overlay_figure_and_explorer():
 
 
 def test_synthetic_clips_with_masks(tmp_path):
-    from vssl_nb.synth import WorldConfig, generate_dataset
+    from vssl_nb.world.dataset import generate_dataset
+    from vssl_nb.world.spec import WorldConfig
     cfg = WorldConfig(width=32, height=32, n_frames=12, n_train=1, n_test=1, classes=('MoveLeft', 'Grow'))
     generate_dataset(cfg, tmp_path, seed=0, show_progress=False)
     d = synthetic_clips_with_masks(tmp_path, 'test', n_frames=8, size=16, clips_per_video=2, show_progress=False)

@@ -7,7 +7,8 @@ import torch
 from vssl_nb.calibrate import appearance_accuracy, codec_track, motion_oracles, motion_statistics
 from vssl_nb.study import StudyData, eval_loader, train_supervised
 from vssl_nb.evaluate import evaluate_classifier
-from vssl_nb.synth import generate_dataset, preset_config
+from vssl_nb.world.dataset import generate_dataset
+from vssl_nb.world.presets import preset_config
 
 from conftest import ROOT
 

@@ -10,7 +10,9 @@ import av
 import numpy as np
 import pytest
 
-from vssl_nb import synth
+from vssl_nb.world.dataset import generate_dataset
+from vssl_nb.world.presets import PRESETS, preset_config
+from vssl_nb.world.truth import motion_error_on_actor
 from vssl_nb.codec import (MV_DTYPE, CompressedVideo, MotionVectorsUnavailable, VideoDecodeError, _open_writer, _texture,
                            accumulate_motion, decode_frames, frame_vectors, planes_to_rgb, reencode, synthetic_pan,
                            reference_distances, vectors_to_field)
@@ -379,26 +381,26 @@ def test_per_frame_is_raw_on_p_only_one_reference(tmp_path):
 
 def _preset_world(name):
     "The preset's own config, one video per class, forced to P-only with one reference if it has B-frames or several references."
-    cfg = synth.preset_config(name, n_train=1, n_test=0)
+    cfg = preset_config(name, n_train=1, n_test=0)
     forced = {}
     if cfg.bframes or cfg.refs != 1: forced.update(bframes=0, refs=1)
     if cfg.width * cfg.height * cfg.n_frames * len(cfg.classes) > 64 * 64 * 48 * 12:  # keep the test short
         forced.update(n_frames=min(cfg.n_frames, 32), classes=cfg.classes[:6])
-    return synth.preset_config(name, n_train=1, n_test=0, **forced), forced
+    return preset_config(name, n_train=1, n_test=0, **forced), forced
 
 
-@pytest.mark.parametrize('preset', list(synth.PRESETS))
+@pytest.mark.parametrize('preset', [name for name, p in PRESETS.items() if p.kind == 'actions'])
 def test_per_frame_matches_synthetic_ground_truth(tmp_path, preset):
     "Per-frame field vs the synthetic world's true per-frame velocity of the actor: median error <= 0.25 px, P-only ref=1."
     cfg, forced = _preset_world(preset)
-    meta = synth.generate_dataset(cfg, tmp_path, show_progress=False, name=preset)
+    meta = generate_dataset(cfg, tmp_path, show_progress=False, name=preset)
     block = 8  # the presets' frames are small: few 16-px cells lie wholly inside the actor
     errs = []
     for rec in meta['videos']:
         path = tmp_path / rec['video']
         v = CompressedVideo(path)
         mf = v.motion_field(block, per_frame=True)
-        errs.append(synth.motion_error_on_actor(path, mf.flow, mf.valid, block))
+        errs.append(motion_error_on_actor(path, mf.flow, mf.valid, block))
     e = np.concatenate(errs)
     used = (f"preset {preset!r}: {cfg.width}x{cfg.height}, {cfg.n_frames} frames, {len(cfg.classes)} classes, bframes={cfg.bframes}, "
             f"refs={cfg.refs}, gop={cfg.gop}, crf={cfg.crf}" + (f" (forced: {forced})" if forced else " (the preset's own settings)"))
@@ -426,6 +428,6 @@ def test_per_frame_on_real_clips(shared_videos, name):
 
 def test_codec_does_not_depend_on_the_synthetic_world():
     "The codec is a lower layer than the synthetic world that checks it."
-    r = subprocess.run([sys.executable, '-c', "import sys, vssl_nb.codec; print('vssl_nb.synth' in sys.modules)"],
+    r = subprocess.run([sys.executable, '-c', "import sys, vssl_nb.codec; print(any(m == 'vssl_nb.synth' or m.startswith('vssl_nb.world') for m in sys.modules))"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == 'False', r.stdout + r.stderr

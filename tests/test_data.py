@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from vssl_nb import data as D
-from vssl_nb import synth as S
+from vssl_nb.world.dataset import generate_dataset
+from vssl_nb.world.presets import preset_config
 
 
 
@@ -14,8 +15,8 @@ from vssl_nb import synth as S
 def tiny_tree(tmp_path_factory):
     "A small synthetic tree (3 classes x (2 train + 1 test), 24 frames, GOP 8)."
     root = tmp_path_factory.mktemp('tiny')
-    S.generate_dataset(S.preset_config('tiny', classes=('MoveLeft', 'Circle', 'Grow'), n_train=2, n_test=1, n_frames=24, gop=8),
-                       root, seed=0, show_progress=False)
+    generate_dataset(preset_config('tiny', classes=('MoveLeft', 'Circle', 'Grow'), n_train=2, n_test=1, n_frames=24, gop=8),
+                     root, seed=0, show_progress=False)
     return root
 
 

@@ -82,6 +82,11 @@ def test_installed_wheel_finds_its_methods_and_ships_no_samples(installed, wheel
     r = subprocess.run([str(installed / 'bin' / 'python'), '-c', code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert {'cmd', 'simclr', 'moco', 'be', 'dsm', 'none', 'supervised_motion'} <= set(json.loads(r.stdout))
+    world = ('actions', 'scenes', 'sprites', 'spec', 'render', 'encode', 'presets', 'dataset', 'truth')
+    assert {f'vssl_nb/world/{m}.py' for m in world} <= set(names)
+    code = "import json, vssl_nb.world.presets as P; print(json.dumps(list(P.PRESETS)))"   # presets found in the installed package
+    r = subprocess.run([str(installed / 'bin' / 'python'), '-c', code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0 and {'tiny', 'small', 'scenebias'} <= set(json.loads(r.stdout)), r.stderr[-3000:]
 
 
 def test_quickstart_runs_from_the_installed_wheel_outside_the_checkout(installed, tmp_path):

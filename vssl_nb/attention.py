@@ -123,7 +123,8 @@ def synthetic_clips_with_masks(root, split: str = 'test', n_frames: int = 16, si
     """Clips and ground-truth masks of a synthetic data set at `root` (from `vssl synth`): `clip` `(N, 3, T, S, S)` (normalised
     like `vssl_nb.data.Normalize` when `normalize`), `frames` uint8 `(N, T, S, S, 3)`, `mask` `(N, T, S, S)` in [0, 1],
     `label` `(N,)`, `video_index` `(N,)`, `video` (relative paths), `start` (first frame of each clip)."""
-    from vssl_nb.synth import decode_rgb, load_ground_truth
+    from vssl_nb.world.dataset import load_ground_truth
+    from vssl_nb.world.encode import decode_rgb
     root = Path(root)
     meta_path = root / 'metadata.json'
     if not meta_path.is_file(): raise FileNotFoundError(f"{meta_path} not found: {root} is not a synthetic data set written by `vssl synth`")

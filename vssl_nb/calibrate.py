@@ -21,7 +21,7 @@ from .evaluate import Features, class_accuracies, evaluate_classifier, fit_linea
 from .extract import load_or_extract
 from .models import build_backbone
 from .study import eval_loader, evaluate_retrieval, labelled_subset, train_supervised
-from .synth import load_ground_truth
+from .world.dataset import load_ground_truth
 
 # %% auto #0
 __all__ = ['motion_statistics', 'ground_truth_track', 'codec_track', 'oracle_accuracy', 'motion_oracles', 'FrameClassifier',

@@ -22,7 +22,7 @@ COMMANDS = {
     'run':        ('vssl_nb.experiments', 'run', "execute an experiment notebook with papermill and record the run"),
     'results':    ('vssl_nb.experiments', 'results', "gather every run's parameters and metrics into one table (CSV + Markdown)"),
     'extract':    ('vssl_nb.extract', 'extract', "extract keyframes and motion vectors of a folder of videos into a cache"),
-    'synth':      ('vssl_nb.synth', 'synth', "generate a synthetic video data set with ground truth"),
+    'synth':      ('vssl_nb.world.presets', 'synth', "generate a synthetic video data set with ground truth"),
 }
 
 def _available(name: str) -> bool:
@@ -46,7 +46,8 @@ def command_parser(name: str) -> tuple[argparse.ArgumentParser, callable]:
     func = getattr(importlib.import_module(module), func_name)
     func = getattr(func, '__wrapped__', func)  # call_parse wrappers keep the plain function here
     parser = anno_parser(func, prog=f'vssl {name}')
-    parser.epilog = None  # fastcore puts the package version there; `vssl --version` says it once
+    more = getattr(func, 'cli_epilog', None)  # a command may add a paragraph under its options (`vssl synth`: the presets)
+    parser.epilog = more() if callable(more) else None  # not fastcore's package version: `vssl --version` says it once
     return _OneLineErrors.install(parser), func
 
 def _top_help() -> str:

@@ -419,15 +419,18 @@ def clip_loader(dataset, batch_size: int = 8, shuffle: bool = True, workers: int
 def flipped_motion_agreement(folder, seed: int = 0, size: int = 128, block: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """Encode synthetic videos and their mirror images into `folder`; return per actor block
     |field(mirrored video) − flip_sample(field(video))| (px) and, as a control, the error without the flip."""
-    from vssl_nb import synth
-    cfg = synth.WorldConfig(width=size, height=size, n_frames=16, classes=('MoveRight', 'ZigZag'), n_train=1, n_test=0,
-                            bframes=0, refs=1, sprite_size=(0.25, 0.3))
-    meta = synth.generate_dataset(cfg, folder, seed=seed, show_progress=False)
+    from vssl_nb.world.dataset import generate_dataset
+    from vssl_nb.world.encode import encode_h264
+    from vssl_nb.world.render import render_video
+    from vssl_nb.world.spec import WorldConfig, plan_dataset
+    cfg = WorldConfig(width=size, height=size, n_frames=16, classes=('MoveRight', 'ZigZag'), n_train=1, n_test=0,
+                      bframes=0, refs=1, sprite_size=(0.25, 0.3))
+    meta = generate_dataset(cfg, folder, seed=seed, show_progress=False)
     errs, ctrl = [], []
-    for spec, v in zip(synth.plan_dataset(cfg, seed), meta['videos']):
-        frames, gt, _ = synth.render_video(spec, cfg)
+    for spec, v in zip(plan_dataset(cfg, seed), meta['videos']):
+        frames, gt, _ = render_video(spec, cfg)
         mirrored = Path(folder) / f'{spec.name}_mirrored.mp4'
-        mirrored.write_bytes(synth.encode_h264(frames[:, :, ::-1].copy(), cfg.fps, cfg.gop, cfg.bframes, cfg.crf, cfg.refs))
+        mirrored.write_bytes(encode_h264(frames[:, :, ::-1].copy(), cfg.fps, cfg.gop, cfg.bframes, cfg.crf, cfg.refs))
         f0 = CompressedVideo(Path(folder) / v['video']).motion_field(block)
         f1 = CompressedVideo(mirrored).motion_field(block)
         s = flip_sample(dict(clip=torch.zeros(1, 3, size, size), motion=torch.from_numpy(f0.flow),

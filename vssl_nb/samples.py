@@ -15,7 +15,8 @@ from pathlib import Path
 
 import vssl_nb
 from .core import cache_dir
-from .synth import DEFAULT_SEED, SYNTH_VERSION, generate_dataset, preset_config
+from .world.dataset import SYNTH_VERSION, generate_dataset
+from .world.presets import DEFAULT_SEED, preset_config
 
 # %% auto #0
 __all__ = ['SAMPLES_VAR', 'SAMPLES_PRESET', 'checkout_samples', 'cached_samples_dir', 'samples_are_current', 'generate_samples',
