@@ -422,8 +422,9 @@ class Trainer:
         msg = f"training of {self.recipe_name!r} stopped by {reason} at step {self.step} of {self.steps}"
         if path is not None: msg += f"; checkpoint {path}"
         elif self.run_dir is not None and self.rank == 0:
-            msg += f"; {'no checkpoint written (' + error + ')' if error else 'no new checkpoint (' + type(cause).__name__ + ')' if cause else 'no checkpoint'}"
-            msg += f", the newest is at step {saved}" if saved is not None else ''
+            if error: msg += f"; no checkpoint written ({error})"
+            elif cause is not None: msg += f"; no new checkpoint ({type(cause).__name__}: {cause})"
+            if saved is not None: msg += f"; the newest is at step {saved}"
         self._event('stop', step=self.step, reason=reason, checkpoint=path.name if path else None, **({'error': error} if error else {}))
         if self.rank == 0: print(msg, file=sys.stderr, flush=True)
         raise TrainingInterrupted(msg, step=self.step, checkpoint=path, reason=reason) from cause
@@ -459,8 +460,9 @@ class Trainer:
     def fit(self, resume: bool = True) -> list[dict]:
         """Train to `self.steps`, resuming from the newest readable checkpoint of `run_dir` if there is one and `resume`; return the
         logged rows. SIGTERM, SIGINT or `request_stop` save a checkpoint at the next step boundary and raise `TrainingInterrupted`."""
-        self._stop = _StopRequest()
+        self._stop, t0 = _StopRequest(), time.perf_counter()
         info = self.resume() if resume and self.run_dir is not None else {'resumed_from': None, 'skipped': []}
+        info['load_seconds'] = round(time.perf_counter() - t0, 3)
         if not self.recipe.trains: self.steps = self.start_step = self.step = 0
         self._event('start', step=self.start_step, steps=self.steps, recipe=self.recipe_name, **info)
         for cb in self.callbacks: cb.on_fit_start(self)
@@ -508,7 +510,7 @@ class Trainer:
             self._window = []
             for cb in self.callbacks: cb.on_fit_end(self)
             if self.run_dir is not None and self.rank == 0: save_backbone(self.recipe.backbone, self.run_dir / 'backbone.pt')
-            stop = self._stop_now()
+        stop = self._stop_now()   # a request up to here counts; after it the signals act as they did before `fit`
         self._event('end', step=self.step)
         _seed_all(_step_seed(self.seed, self.steps, self.rank))   # after training: the same random state, resumed or not
         if stop: self._interrupt()
