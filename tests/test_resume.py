@@ -244,6 +244,10 @@ def test_vssl_run_sigterm_is_interrupted_then_resume_is_identical(runs_env):
     assert r.returncode == 0 and '| cut | interrupted |' in r.stdout and '1 of 2 runs are not finished' in r.stdout
     r = vssl('run', 'pretrain', '-p', 'steps', '17', '--resume', 'cut', env=env)      # other parameters: refused, nothing run
     assert r.returncode == 1 and 'steps=16 (given 17)' in r.stderr
+    r = vssl('run', *RUN, '--run-id', 'cut', env=env)                                # starting it again instead: refused, with the way
+    assert r.returncode == 1 and 'status interrupted' in r.stderr and 'vssl resume pretrain/cut' in r.stderr
+    r = vssl('resume', 'no-such-run', env=env)
+    assert r.returncode == 1 and "no run 'no-such-run'" in r.stderr
     r = vssl('resume', 'pretrain/cut', env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     rec = json.loads((runs / 'cut' / 'record.json').read_text())

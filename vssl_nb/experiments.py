@@ -281,7 +281,8 @@ def run_experiment(template: str | os.PathLike, params: dict | None = None, run_
         raise FileNotFoundError(f"there is no run {experiment}/{run_id} to resume (no {run_dir / 'record.json'}); "
                                 f"start it without resume")
     if not resume and run_dir.exists() and any(run_dir.iterdir()):
-        status = (json.loads((run_dir / 'record.json').read_text()).get('status') if (run_dir / 'record.json').is_file() else None)
+        try: status = json.loads((run_dir / 'record.json').read_text()).get('status')
+        except (OSError, ValueError, AttributeError): status = None
         hint = (f"; continue it with `vssl resume {experiment}/{run_id}`" if status in ('interrupted', 'failed', 'running') else '')
         raise FileExistsError(f"run folder {run_dir} already exists{f' (status {status})' if status else ''}{hint}, "
                               f"or choose another run id")
