@@ -6,13 +6,16 @@
 #    with and without CMD's motion prediction as an auxiliary loss, at 10% and 100% of the labels (`supervised` template);
 # 2. scene bias: the `scenebias` preset (train scenes biased p=0.9, test p=0) through the `scenebias` template
 #    (linear probe on the unbiased test, scene-only control, Grad-CAM mask share) for MoCo, +BE, DSM and CMD, and random init.
-# Finished runs are kept and skipped, so the script can be rerun to add seeds or to finish an interrupted study; runs are
-# ordered seed by seed, so an interrupted study has whole seeds. About 70 minutes per seed on 2 idle cores.
+# Rerun the script to add seeds or to finish a study: finished runs are skipped, and a run that was stopped (Ctrl-C, SIGTERM,
+# a killed machine) or failed is resumed in its folder from its last checkpoint (`vssl run --resume`, see benchmarks/runs.sh),
+# not restarted; runs are ordered seed by seed. About 70 minutes per seed on 2 idle cores. The tables name any run that has
+# not finished (it is left out of the means).
 #   bash benchmarks/claims.sh
 # Environment: SEEDS (default "0 1 2"), STEPS (pretraining, 1500), SUP_STEPS (3000; 1000 at 10% of the labels), SB_STEPS
 # (1000), JOBS (2 runs at a time, one thread each), VSSL_DATA, VSSL_RUNS (default benchmarks/runs/claims, whose records and metrics are kept in git).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source benchmarks/runs.sh
 SEEDS=${SEEDS:-"0 1 2"}; STEPS=${STEPS:-1500}; SUP_STEPS=${SUP_STEPS:-3000}; SB_STEPS=${SB_STEPS:-1000}; JOBS=${JOBS:-2}
 DATA=${VSSL_DATA:-$HOME/.cache/vssl-nb/data}/world-small-s0
 SB_DATA=${VSSL_DATA:-$HOME/.cache/vssl-nb/data}/world-scenebias-s0
@@ -28,23 +31,24 @@ COMMON="-p data $DATA -p threads 1 -p flip false"
 jobs_list=()
 for seed in $SEEDS; do
   for m in $METHODS; do
-    id="$m-s$seed"; [ -f "$VSSL_RUNS/pretrain/$id/metrics.json" ] && continue
-    jobs_list+=("vssl run pretrain $COMMON -p method $m -p seed $seed -p steps $([ "$m" = none ] && echo 0 || echo "$STEPS") --run-id $id")
+    mode=$(run_mode pretrain "$m-s$seed"); [ -z "$mode" ] && continue
+    jobs_list+=("vssl run pretrain $COMMON -p method $m -p seed $seed -p steps $([ "$m" = none ] && echo 0 || echo "$STEPS") $mode")
   done
   for frac in 0.1 1.0; do
     steps=$([ "$frac" = 1.0 ] && echo "$SUP_STEPS" || echo $(( SUP_STEPS / 3 )))
     for mw in 0.0 1.0; do
-      id="f$frac-mw$mw-s$seed"; [ -f "$VSSL_RUNS/supervised/$id/metrics.json" ] && continue
-      jobs_list+=("vssl run supervised $COMMON -p motion_weight $mw -p label_fraction $frac -p seed $seed -p steps $steps --run-id $id")
+      mode=$(run_mode supervised "f$frac-mw$mw-s$seed"); [ -z "$mode" ] && continue
+      jobs_list+=("vssl run supervised $COMMON -p motion_weight $mw -p label_fraction $frac -p seed $seed -p steps $steps $mode")
     done
   done
   for m in $SB_METHODS; do
-    id="$m-s$seed"; [ -f "$VSSL_RUNS/scenebias/$id/metrics.json" ] && continue
-    jobs_list+=("vssl run scenebias -p data $SB_DATA -p threads 1 -p method $m -p seed $seed -p steps $([ "$m" = none ] && echo 0 || echo "$SB_STEPS") --run-id $id")
+    mode=$(run_mode scenebias "$m-s$seed"); [ -z "$mode" ] && continue
+    jobs_list+=("vssl run scenebias -p data $SB_DATA -p threads 1 -p method $m -p seed $seed -p steps $([ "$m" = none ] && echo 0 || echo "$SB_STEPS") $mode")
   done
 done
 if [ ${#jobs_list[@]} -gt 0 ]; then
-  printf '%s\n' "${jobs_list[@]}" | xargs -P "$JOBS" -I{} bash -c '{} > /dev/null || echo "FAILED: {}"'
+  export -f report_exit
+  printf '%s\n' "${jobs_list[@]}" | xargs -P "$JOBS" -I{} bash -c '{} > /dev/null; report_exit $? "{}"'
 fi
 
 out=benchmarks/results

@@ -2,12 +2,14 @@
 # Calibration of the synthetic world (benchmarks/results/world.md): for every preset and several world seeds, generate a
 # new world with `vssl synth` and run the `calibrate` template on it (motion oracles, appearance control, supervised
 # ceiling with all and with 10% of the labels, retrieval of a random and of the supervised backbone).
-# Finished runs are kept and skipped, so the script can be rerun to finish an interrupted study or add seeds.
+# Rerun it to finish a study or add seeds: finished runs are skipped, a stopped or failed one is resumed from its last
+# checkpoint (benchmarks/runs.sh).
 #   bash benchmarks/world.sh          (about 20 minutes per `small`/`scenebias` world on 2 idle cores, 1 per `tiny` one)
 # Environment: SEEDS (world seeds, default "1 2 3"; seed 0 is the world the protocol was tuned on), PRESETS
 # (default "small tiny scenebias"), TINY_STEPS (800), VSSL_DATA, VSSL_RUNS (default benchmarks/runs/world, whose records and metrics are kept in git).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source benchmarks/runs.sh
 SEEDS=${SEEDS:-"1 2 3"}; PRESETS=${PRESETS:-"small tiny scenebias"}; TINY_STEPS=${TINY_STEPS:-800}
 DATA_ROOT=${VSSL_DATA:-$HOME/.cache/vssl-nb/data}
 RUNS_ROOT=${VSSL_RUNS:-$PWD/benchmarks/runs/world}
@@ -19,11 +21,11 @@ for preset in $PRESETS; do
   for seed in $SEEDS; do
     data=$DATA_ROOT/world-$preset-s$seed
     [ -f "$data/metadata.json" ] || vssl synth --preset "$preset" --seed "$seed" --workers 2 --out "$data"
-    [ -f "$VSSL_RUNS/calibrate/s$seed/metrics.json" ] && continue
+    mode=$(run_mode calibrate "s$seed"); [ -z "$mode" ] && continue
     extra=()
     [ "$preset" = tiny ] && extra=(-p steps "$TINY_STEPS" -p low_steps "$TINY_STEPS")
-    vssl run calibrate -p data "$data" -p seed "$seed" -p threads 2 "${extra[@]}" --run-id "s$seed" > /dev/null \
-      || echo "FAILED: calibrate $preset seed $seed (see $VSSL_RUNS/calibrate/s$seed)"
+    rc=0; vssl run calibrate -p data "$data" -p seed "$seed" -p threads 2 "${extra[@]}" $mode > /dev/null || rc=$?
+    report_exit $rc "calibrate $preset seed $seed (see $VSSL_RUNS/calibrate/s$seed)"
   done
 done
 

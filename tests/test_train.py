@@ -56,9 +56,10 @@ def test_resume_is_not_trivially_equal(tmp_path):
 def test_checkpoint_metrics_and_backbone_files(tmp_path):
     torch.manual_seed(0); t = _trainer(tmp_path, steps=5); hist = t.fit()
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ['backbone.pt', 'checkpoint.pt', 'metrics.json', 'train_log.jsonl']   # no temporary files left
+    assert names == ['backbone.pt', 'checkpoint.prev.pt', 'checkpoint.pt', 'events.jsonl', 'metrics.json', 'train_log.jsonl']   # no temporary files
     sd = torch.load(tmp_path / 'checkpoint.pt', weights_only=True)
-    assert sd['step'] == 5 and sd['recipe'] == 'cmd' and set(sd) >= {'model', 'optimizer'}
+    assert sd['step'] == 5 and sd['recipe'] == 'cmd' and set(sd) >= {'model', 'optimizer', 'history', 'window'}
+    assert torch.load(tmp_path / 'checkpoint.prev.pt', weights_only=True)['step'] == 3   # the one before (every 3 steps) is kept
     metrics = json.loads((tmp_path / 'metrics.json').read_text())
     assert metrics['train']['steps'] == 5 and metrics['train']['recipe'] == 'cmd'
     assert metrics['train']['loss'] == hist[-1]['loss'] and {'context', 'motion', 'lr', 'clips_per_s'} <= set(metrics['train'])

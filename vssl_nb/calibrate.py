@@ -182,13 +182,15 @@ def _subset_train_acc(model, data, fraction: float, seed: int) -> float:
 
 def calibrate_world(data, steps: int = 3000, lr: float = 2e-3, optimizer: str = 'adamw', weight_decay: float = 0.05,
                     dropout: float = 0.2, seed: int = 0, backbone: str = 'tiny', low_fraction: float = 0.1, low_steps: int | None = None,
-                    appearance_steps: int = 400, motion_block: int = 8, run_dir=None, show_progress: bool = True) -> dict:
+                    appearance_steps: int = 400, motion_block: int = 8, run_dir=None, show_progress: bool = True,
+                    checkpoint_minutes: float | None = 10.0) -> dict:
     """Every reference number a benchmark needs before a method's number means anything, on the data set of `data`
     (a `StudyData`): chance; the motion oracles (`motion_oracles`); how much single frames tell (`appearance_accuracy`);
     the backbone trained from scratch with all labels (`supervised_acc`, and `supervised_train_acc` on its own training
     videos) for `steps` updates, and with `low_fraction` of them (`supervised_acc_10pct`, and `supervised_10pct_train_acc` on
     its labelled videos) for `low_steps` updates (default `steps // 3`: a tenth of the videos is fitted long before); and video retrieval R@1
-    (test queries, train gallery) of a randomly initialised backbone (`random_r1`) and of the supervised one (`supervised_r1`)."""
+    (test queries, train gallery) of a randomly initialised backbone (`random_r1`) and of the supervised one (`supervised_r1`).
+    With `run_dir` the full-label training keeps its log and checkpoints there, the low-label one in `run_dir/low_labels`."""
     root = Path(data.root)
     classes = read_class_index(root / 'classInd.txt') if (root / 'classInd.txt').is_file() else None
     n_train, n_test = len(dataset_items(root, 'train')), len(dataset_items(root, 'test'))
@@ -202,7 +204,7 @@ def calibrate_world(data, steps: int = 3000, lr: float = 2e-3, optimizer: str = 
     seed_everything(seed)
     out['random_r1'] = evaluate_retrieval(build_backbone(backbone), data, ks=(1,))['R@1']
     kw = dict(steps=steps, lr=lr, optimizer=optimizer, weight_decay=weight_decay, dropout=dropout, seed=seed, backbone=backbone,
-              show_progress=show_progress)
+              show_progress=show_progress, checkpoint_minutes=checkpoint_minutes)
     t0 = time.perf_counter()
     full, model = train_supervised(data, run_dir=run_dir, return_model=True, **kw)
     out['supervised_seconds'] = round(time.perf_counter() - t0, 1)
@@ -210,7 +212,8 @@ def calibrate_world(data, steps: int = 3000, lr: float = 2e-3, optimizer: str = 
     out['supervised_train_acc'] = evaluate_classifier(model, eval_loader(data, 'train'))['video_acc']
     out['supervised_r1'] = evaluate_retrieval(model.backbone, data, ks=(1,))['R@1']
     t0 = time.perf_counter()
-    low, low_model = train_supervised(data, label_fraction=low_fraction, return_model=True, **{**kw, 'steps': low_steps or max(1, steps // 3)})
+    low, low_model = train_supervised(data, label_fraction=low_fraction, return_model=True, run_dir=Path(run_dir) / 'low_labels' if run_dir else None,
+                                      **{**kw, 'steps': low_steps or max(1, steps // 3)})
     out['supervised_acc_10pct'], out['supervised_10pct_videos'] = low['video_acc'], low['train_videos']
     out['supervised_10pct_train_acc'] = _subset_train_acc(low_model, data, low_fraction, seed)
     out['supervised_10pct_seconds'] = round(time.perf_counter() - t0, 1)

@@ -20,6 +20,7 @@ __all__ = ['COMMANDS', 'command_parser', 'main']
 COMMANDS = {
     'quickstart': ('vssl_nb.experiments', 'quickstart', "run the headline experiment on the bundled data_samples/ and print the results table"),
     'run':        ('vssl_nb.experiments', 'run', "execute an experiment notebook with papermill and record the run"),
+    'resume':     ('vssl_nb.experiments', 'resume', "continue an interrupted or failed run from its last checkpoint, with its parameters"),
     'results':    ('vssl_nb.experiments', 'results', "gather every run's parameters and metrics into one table (CSV + Markdown)"),
     'extract':    ('vssl_nb.extract', 'extract', "extract keyframes and motion vectors of a folder of videos into a cache"),
     'synth':      ('vssl_nb.world.presets', 'synth', "generate a synthetic video data set with ground truth"),

@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['RECORDED_PACKAGES', 'RUN_DIR_VAR', 'seed_everything', 'seed_worker', 'torch_generator', 'user_cache_root',
-           'vssl_path', 'data_dir', 'cache_dir', 'runs_dir', 'atomic_open', 'atomic_write', 'atomic_write_json',
-           'file_hash', 'params_hash', 'cache_key', 'package_versions', 'git_revision', 'RunRecord', 'current_run_dir',
-           'save_metrics', 'progress', 'moved_names']
+__all__ = ['RECORDED_PACKAGES', 'RUN_DIR_VAR', 'ATTEMPT_VAR', 'EXIT_INTERRUPTED', 'seed_everything', 'seed_worker',
+           'torch_generator', 'user_cache_root', 'vssl_path', 'data_dir', 'cache_dir', 'runs_dir', 'atomic_open',
+           'atomic_write', 'atomic_write_json', 'file_hash', 'params_hash', 'cache_key', 'package_versions',
+           'git_revision', 'RunRecord', 'current_attempt', 'current_run_dir', 'read_jsonl', 'save_metrics', 'progress',
+           'moved_names']
 
 # %% ../nbs/00_core.ipynb #16c3f27b
 def seed_everything(seed: int, deterministic: bool = True) -> int:
@@ -50,11 +51,13 @@ def seed_everything(seed: int, deterministic: bool = True) -> int:
     return seed
 
 def seed_worker(worker_id: int) -> None:
-    "`worker_init_fn` for a `DataLoader`: seed python and numpy in each worker from torch's worker seed."
+    "`worker_init_fn` for a `DataLoader`: seed python and numpy in each worker from torch's worker seed; leave signals to the main process."
     import torch
     worker_seed = torch.initial_seed() % 2**32
     random.seed(worker_seed)
     np.random.seed(worker_seed)
+    if hasattr(os, 'setpgid'):   # out of the parent's process group: Ctrl-C and a job manager's SIGTERM reach the parent only
+        with contextlib.suppress(OSError): os.setpgid(0, 0)
 
 def torch_generator(seed: int):
     "A `torch.Generator` seeded with `seed`, for a `DataLoader`'s `generator` argument."
@@ -180,17 +183,54 @@ def git_revision(path: str | os.PathLike | None = None) -> dict:
 
 def _now() -> str: return datetime.now(timezone.utc).isoformat(timespec='seconds')
 
+_REASONS = {'ok': 'finished', 'failed': 'error', 'interrupted': 'interrupted'}
+
 class RunRecord:
-    "What a run was: seed, parameters, versions, git revision, host, start and end time. `finish()` stamps the end."
+    "What a run was: seed, parameters, versions, git revision, host, and its attempts (start, end, status, why it stopped)."
     def __init__(self, params: dict | None = None, seed: int | None = None, name: str | None = None, repo: str | os.PathLike | None = None):
         self.data = dict(name=name, seed=seed, params=dict(params or {}), versions=package_versions(),
                          git=git_revision(repo), host=socket.gethostname(), platform=platform.platform(),
-                         python=sys.version.split()[0], started=_now(), finished=None, seconds=None, status='running')
-        self._t0 = time.perf_counter()
+                         python=sys.version.split()[0], started=_now(), finished=None, seconds=None, status='running', attempts=[])
+        self._repo = repo
+        self.new_attempt()
 
-    def finish(self, status: str = 'ok', **extra) -> dict:
-        "Stamp the end time, duration and `status` (plus any `extra` fields); return the record."
-        self.data.update(finished=_now(), seconds=round(time.perf_counter() - self._t0, 3), status=status, **extra)
+    @classmethod
+    def load(cls, path: str | os.PathLike, repo: str | os.PathLike | None = None) -> RunRecord:
+        "The record saved at `path`, to continue it (a record written before attempts were kept gets its one attempt)."
+        path = Path(path)
+        try: data = json.loads(path.read_text(encoding='utf-8'))
+        except (OSError, json.JSONDecodeError) as e: raise ValueError(f"cannot read run record {path}: {e}") from None
+        if not isinstance(data, dict): raise ValueError(f"run record {path} does not hold a JSON object")
+        if 'attempts' not in data:
+            data['attempts'] = [{k: data.get(k) for k in ('started', 'finished', 'seconds', 'status', 'host')}]
+        rec = cls.__new__(cls)
+        rec.data, rec._repo, rec._t0 = data, repo, time.perf_counter()
+        return rec
+
+    @property
+    def attempt(self) -> dict:
+        "The latest attempt."
+        return self.data['attempts'][-1]
+
+    def new_attempt(self) -> dict:
+        "Open an attempt (this process, from now): the run is `running` again. Versions and git revision are repeated only where they changed."
+        a = dict(started=_now(), finished=None, seconds=None, status='running', host=socket.gethostname(), pid=os.getpid())
+        if self.data['attempts']:
+            git, versions = git_revision(self._repo), package_versions()
+            if git != self.data.get('git'): a['git'] = git
+            if versions != self.data.get('versions'): a['versions'] = versions
+        self.data['attempts'].append(a)
+        self.data.update(status='running', finished=None)
+        self._t0 = time.perf_counter()
+        return a
+
+    def finish(self, status: str = 'ok', reason: str | None = None, attempt: dict | None = None, **extra) -> dict:
+        "Close the attempt with `status`, `reason` and the `attempt` fields given; stamp the run's end, total seconds, `status` and `extra` fields; return the record."
+        a = self.attempt
+        a.update(finished=_now(), seconds=round(time.perf_counter() - self._t0, 3), status=status,
+                 reason=reason or _REASONS.get(status, status), **(attempt or {}))
+        total = sum(x.get('seconds') or 0 for x in self.data['attempts'])
+        self.data.update(finished=a['finished'], seconds=round(total, 3), status=status, **extra)
         return self.data
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -201,11 +241,31 @@ class RunRecord:
 
 # %% ../nbs/00_core.ipynb #0840a545
 RUN_DIR_VAR = 'VSSL_RUN_DIR'
+ATTEMPT_VAR = 'VSSL_ATTEMPT'   # the number of the run's attempt (1, 2, ...), set by `run_experiment` beside the run folder
+EXIT_INTERRUPTED = 3           # exit status of a run stopped on request (SIGTERM, SIGINT) with its state saved: resume it
+
+def current_attempt() -> int | None:
+    "The number of the attempt of the run this code executes in (1 for a first start), or None outside a run."
+    a = os.environ.get(ATTEMPT_VAR)
+    return int(a) if a and a.isdigit() else None
 
 def current_run_dir() -> Path | None:
     "The folder of the run this code executes in (set by `run_experiment`), or None outside a run."
     d = os.environ.get(RUN_DIR_VAR)
     return Path(d) if d else None
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    "The JSON objects of the lines of `path`, oldest first (none if it is missing); a line that does not parse, the torn last line of a process killed while appending, is left out."
+    path = Path(path)
+    try: text = path.read_text(encoding='utf-8', errors='replace')
+    except FileNotFoundError: return []
+    out = []
+    for line in text.splitlines():
+        if not line.strip(): continue
+        try: row = json.loads(line)
+        except json.JSONDecodeError: continue
+        if isinstance(row, dict): out.append(row)
+    return out
 
 def save_metrics(metrics: dict, run_dir: str | os.PathLike | None = None) -> dict:
     "Merge `metrics` into the run's `metrics.json` (atomically); return everything saved so far."

@@ -5,6 +5,7 @@
 # %% ../nbs/00a_experiments.ipynb #4669ef42
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -12,23 +13,27 @@ import math
 import os
 import re
 import secrets
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated
 
 import yaml
 from fastcore.script import CliError
 
-from .core import RunRecord, atomic_write, atomic_write_json, runs_dir
+from .core import (ATTEMPT_VAR, EXIT_INTERRUPTED, RUN_DIR_VAR, RunRecord, atomic_write, atomic_write_json, file_hash, read_jsonl,
+                          runs_dir)
 
 # %% auto #0
 __all__ = ['QUICKSTART_SEEDS', 'QUICKSTART_STEPS', 'QUICKSTART', 'QUICKSTART_METRICS', 'template_dirs', 'list_templates',
            'find_template', 'declared_parameters', 'parse_value', 'load_params_file', 'check_parameters', 'RunResult',
-           'new_run_id', 'run_experiment', 'to_markdown', 'to_csv', 'ResultsTable', 'collect_results', 'run', 'results',
-           'quickstart_plan', 'quickstart', 'RUN_DIR_VAR', 'current_run_dir', 'save_metrics']
+           'new_run_id', 'run_alive', 'training_progress', 'run_experiment', 'to_markdown', 'to_csv', 'ResultsTable',
+           'collect_results', 'run', 'find_run', 'resume', 'results', 'quickstart_plan', 'quickstart', 'RUN_DIR_VAR',
+           'current_run_dir', 'save_metrics']
 
 # %% ../nbs/00a_experiments.ipynb #731cb8fb
 def template_dirs() -> list[Path]:
@@ -100,12 +105,14 @@ class RunResult:
     experiment: str
     run_id: str
     run_dir: Path
-    status: str                # 'ok' or 'failed'
+    status: str                # 'ok', 'failed' or 'interrupted'
     params: dict
     metrics: dict = field(default_factory=dict)
     error: str | None = None   # the failing cell's error, one paragraph
-    seconds: float = 0.0
+    seconds: float = 0.0       # of this attempt
     notebook: Path | None = None  # the executed notebook (named like its template)
+    attempt: dict = field(default_factory=dict)  # this attempt's entry of the record (reason, trainings, ...)
+    executed: bool = True      # False: a resume found the run already finished and ran nothing
 
     @property
     def ok(self) -> bool: return self.status == 'ok'
@@ -124,51 +131,219 @@ def _cell_error(e) -> str:
         return f"{where} raised {e.ename}: {e.evalue}" + ('\n' + '\n'.join(tb[-12:]) if tb else '')
     return f"{type(e).__name__}: {e}"
 
+class _TrackedKernels(list):
+    "The kernel managers papermill creates, so that a signal can be passed on to the kernel process."
+    def manager_class(self):
+        from jupyter_client.manager import AsyncKernelManager
+        tracked = self
+        class _KernelManager(AsyncKernelManager):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs); tracked.append(self)
+        return _KernelManager
+    def pid(self) -> int | None:
+        for km in reversed(self):
+            pid = getattr(getattr(km, 'provisioner', None), 'pid', None)
+            if pid: return pid
+        return None
+
+@contextlib.contextmanager
+def _forward_stop_signals(kernels: _TrackedKernels):
+    "While the notebook runs, pass SIGTERM and SIGINT on to its kernel; a third signal, or one before the kernel runs, raises KeyboardInterrupt here."
+    got = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got; return
+    def handler(signum, frame):
+        got.append(signal.Signals(signum).name)
+        pid = kernels.pid()
+        if pid is None or len(got) > 2: raise KeyboardInterrupt
+        try: os.kill(pid, signum)
+        except ProcessLookupError: raise KeyboardInterrupt from None
+    old = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(ValueError, OSError): old[sig] = signal.signal(sig, handler)
+    try: yield got
+    finally:
+        for sig, h in old.items(): signal.signal(sig, signal.SIG_DFL if h is None else h)
+
+class _RunLock:
+    "An exclusive lock on a run folder (`.lock`, flock) held while `run_experiment` works in it; no-op where fcntl is missing."
+    def __init__(self, run_dir: Path): self.path, self.f = Path(run_dir) / '.lock', None
+    def __enter__(self):
+        try: import fcntl
+        except ImportError: return self
+        self.f = open(self.path, 'a+')
+        try: fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.f.close(); self.f = None
+            raise FileExistsError(f"run {self.path.parent} is being run by another process right now; wait for it, or stop it first") from None
+        self.f.seek(0); self.f.truncate(); self.f.write(f"{os.getpid()}\n"); self.f.flush()
+        return self
+    def __exit__(self, *exc):
+        if self.f is not None: self.f.close()
+
+def run_alive(run_dir: str | os.PathLike) -> bool | None:
+    "Is a process working in `run_dir` now? True/False from its lock, None when that cannot be told (no lock file, no fcntl)."
+    path = Path(run_dir) / '.lock'
+    try: import fcntl
+    except ImportError: return None
+    if not path.exists(): return None
+    with open(path, 'a+') as f:
+        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError: return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+def training_progress(run_dir: str | os.PathLike, attempt: int | None = None) -> list[dict]:
+    """What each training of a run did in `attempt` (default: over all attempts), from the trainers' `events.jsonl` (in the run folder
+    and its subfolders): `dir`, the step it started from (`start_step`), `resumed_from` (checkpoint file), `skipped_checkpoints`
+    (newer ones that could not be read), the `step` reached, `checkpoint_step` (its newest checkpoint), `stopped_by`, `finished`."""
+    run_dir = Path(run_dir)
+    out = []
+    for path in [run_dir / 'events.jsonl', *sorted(run_dir.glob('*/events.jsonl'))]:
+        events = read_jsonl(path)
+        mine = [e for e in events if attempt is None or e.get('attempt') == attempt]
+        if not mine: continue
+        t = {'dir': '.' if path.parent == run_dir else path.parent.name}
+        for e in mine:
+            kind, step = e.get('event'), e.get('step')
+            if kind == 'start':
+                t.update(start_step=step, steps=e.get('steps'), resumed_from=e.get('resumed_from'))
+                if e.get('skipped'): t['skipped_checkpoints'] = e['skipped']
+            elif kind == 'checkpoint': t['checkpoint_step'] = step
+            elif kind == 'checkpoint_failed': t.setdefault('checkpoint_errors', []).append({'step': step, 'error': e.get('error')})
+            elif kind == 'stop': t['stopped_by'] = e.get('reason')
+            elif kind == 'end': t['finished'] = True
+            if isinstance(step, int): t['step'] = max(t.get('step', 0), step)
+        later = attempt is not None and any((e.get('attempt') or 0) > attempt for e in events)
+        log = [] if later else read_jsonl(path.parent / 'train_log.jsonl')   # rows logged after the last event (a killed process)
+        if log and isinstance(log[-1].get('step'), int): t['step'] = max(t.get('step', 0), log[-1]['step'])
+        out.append(t)
+    return out
+
+def _progress_text(attempt: dict) -> str:
+    parts = []
+    for t in attempt.get('training') or []:
+        where = '' if t['dir'] == '.' else f"{t['dir']}: "
+        parts.append(f"{where}step {t.get('step', '?')} of {t.get('steps', '?')}")
+    return ', '.join(parts)
+
+def _close_dead_attempt(record: RunRecord, run_dir: Path, number: int):
+    "Close an attempt whose process ended without recording (it stayed `running`): interrupted, reason `killed`."
+    times = [e['t'] for p in [run_dir / 'events.jsonl', *run_dir.glob('*/events.jsonl')] for e in read_jsonl(p)
+             if e.get('attempt') == number and isinstance(e.get('t'), (int, float))]
+    last = datetime.fromtimestamp(max(times), timezone.utc).isoformat(timespec='seconds') if times else None
+    record.attempt.update(status='interrupted', reason='killed', finished=last,
+                          note='the process ended without recording (kill -9, power loss, out of memory); finished = its last event',
+                          training=training_progress(run_dir, number))
+    record.data['status'] = 'interrupted'
+
+def _same(a, b) -> bool:
+    return json.loads(json.dumps(a, default=str)) == json.loads(json.dumps(b, default=str))
+
+def _template_defaults(declared: dict) -> dict:
+    return {k: (parse_value(v['default']) if isinstance(v.get('default'), str) else v.get('default')) for k, v in declared.items()}
+
+def _reopen(run_dir: Path, path: Path, params: dict, declared: dict) -> RunRecord:
+    "The record of the run to resume, checked against the template and the parameters given."
+    record = RunRecord.load(run_dir / 'record.json')
+    name = f"{run_dir.parent.name}/{run_dir.name}"
+    if record.data.get('notebook') and record.data['notebook'] != path.name:
+        raise ValueError(f"run {name} was made from template {record.data['notebook']}, not {path.name}")
+    recorded, defaults = record.data.get('params', {}), _template_defaults(declared)
+    differ = [f"{k}={json.dumps(recorded.get(k, defaults.get(k)), default=str)} (given {json.dumps(v, default=str)})"
+              for k, v in params.items() if not _same(v, recorded.get(k, defaults.get(k)))]
+    if differ:
+        raise ValueError(f"run {name} was started with {', '.join(differ)}; a resumed run keeps the parameters it was started "
+                         f"with: drop these -p values, or give the run another id")
+    return record
+
+def _interrupt_reason(e, got: list) -> str:
+    if got: return got[0]
+    m = re.search(r'stopped by (\S+)', str(getattr(e, 'evalue', '') or ''))
+    return m.group(1) if m else 'interrupted'
+
 def run_experiment(template: str | os.PathLike, params: dict | None = None, run_id: str | None = None,
                    runs: str | os.PathLike | None = None, timeout: int = 3600, experiment: str | None = None,
-                   progress_bar: bool | None = None, quiet: bool = False) -> RunResult:
-    "Execute `template` with `params` under papermill into `runs/<experiment>/<run_id>/` and record it."
+                   progress_bar: bool | None = None, quiet: bool = False, resume: bool = False) -> RunResult:
+    """Execute `template` with `params` under papermill into `runs/<experiment>/<run_id>/` and record it. With `resume`, continue
+    run `run_id` there instead: its recorded parameters (those given must agree), its last checkpoint, a new attempt in its record."""
     import papermill as pm
     path = find_template(template)
     params = dict(params or {})
     declared = check_parameters(path, params)
     if not isinstance(timeout, (int, float)) or timeout <= 0: raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     experiment = experiment or path.stem
+    if resume and not run_id: raise ValueError("resume needs the id of the run to continue")
     run_id = run_id or new_run_id()
     if not _RUN_ID_RE.match(run_id): raise ValueError(f"run id {run_id!r} may hold only letters, digits, '.', '_' and '-'")
     run_dir = runs_dir(runs) / experiment / run_id
-    if run_dir.exists() and any(run_dir.iterdir()): raise FileExistsError(f"run folder {run_dir} already exists; choose another run id")
+    if resume and not (run_dir / 'record.json').is_file():
+        raise FileNotFoundError(f"there is no run {experiment}/{run_id} to resume (no {run_dir / 'record.json'}); "
+                                f"start it without resume")
+    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+        try: status = json.loads((run_dir / 'record.json').read_text()).get('status')
+        except (OSError, ValueError, AttributeError): status = None
+        hint = (f"; continue it with `vssl resume {experiment}/{run_id}`" if status in ('interrupted', 'failed', 'running') else '')
+        raise FileExistsError(f"run folder {run_dir} already exists{f' (status {status})' if status else ''}{hint}, "
+                              f"or choose another run id")
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / 'params.json', params)
-    record = RunRecord(params, seed=params.get('seed', declared.get('seed', {}).get('default')), name=experiment)
-    record.data.update(run_id=run_id, template=str(path), notebook=path.name)
-    record.save(run_dir / 'record.json')
     out_nb = run_dir / path.name
-    old_env = os.environ.get(RUN_DIR_VAR)
-    os.environ[RUN_DIR_VAR] = str(run_dir)
-    error = None
-    if progress_bar is None: progress_bar = sys.stderr.isatty()
-    if not quiet: print(f"running {path.name} → {run_dir}", file=sys.stderr, flush=True)
-    try:
-        pm.execute_notebook(str(path), str(out_nb), parameters=params, kernel_name='python3', language='python',
-                            cwd=str(run_dir), progress_bar=progress_bar, execution_timeout=int(timeout),
-                            log_output=False, report_mode=False)
-    except Exception as e:  # a failing cell, a timeout, a dead kernel: all become a failed run
-        error = _cell_error(e)
-    except BaseException:  # Ctrl-C: record the interruption, then let it propagate
-        record.finish('interrupted'); record.save(run_dir / 'record.json')
-        raise
-    finally:
-        if old_env is None: os.environ.pop(RUN_DIR_VAR, None)
-        else: os.environ[RUN_DIR_VAR] = old_env
-    metrics_path = run_dir / 'metrics.json'
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-    if error is None and not metrics_path.exists():
-        atomic_write_json(metrics_path, {})
-    status = 'ok' if error is None else 'failed'
-    data = record.finish(status, error=error)
-    record.save(run_dir / 'record.json')
-    return RunResult(experiment, run_id, run_dir, status, params, metrics, error, data['seconds'], out_nb)
+    with _RunLock(run_dir):
+        if resume:
+            record = _reopen(run_dir, path, params, declared)
+            params = dict(record.data.get('params', {}))
+            metrics_path = run_dir / 'metrics.json'
+            if record.data.get('status') == 'ok':
+                metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+                return RunResult(experiment, run_id, run_dir, 'ok', params, metrics, None, 0.0, out_nb, record.attempt, executed=False)
+            if record.data.get('status') == 'running': _close_dead_attempt(record, run_dir, len(record.data['attempts']))
+            record.new_attempt()
+            if record.data.get('template_hash') and record.data['template_hash'] != file_hash(path):
+                record.attempt['template_changed'] = True
+                print(f"warning: {path} changed since run {experiment}/{run_id} started; resuming with the template as it is now",
+                      file=sys.stderr)
+        else:
+            atomic_write_json(run_dir / 'params.json', params)
+            record = RunRecord(params, seed=params.get('seed', declared.get('seed', {}).get('default')), name=experiment)
+            record.data.update(run_id=run_id, template=str(path), notebook=path.name, template_hash=file_hash(path))
+        number = len(record.data['attempts'])
+        record.save(run_dir / 'record.json')
+        saved_env = {k: os.environ.get(k) for k in (RUN_DIR_VAR, ATTEMPT_VAR)}
+        os.environ.update({RUN_DIR_VAR: str(run_dir), ATTEMPT_VAR: str(number)})
+        error, status, reason, message = None, 'ok', None, None
+        if progress_bar is None: progress_bar = sys.stderr.isatty()
+        if not quiet:
+            verb = f"resuming {experiment}/{run_id} (attempt {number})" if resume else f"running {path.name}"
+            print(f"{verb} → {run_dir}", file=sys.stderr, flush=True)
+        kernels = _TrackedKernels()
+        try:
+            with _forward_stop_signals(kernels) as got:
+                try:
+                    pm.execute_notebook(str(path), str(out_nb), parameters=params, kernel_name='python3', language='python',
+                                        cwd=str(run_dir), progress_bar=progress_bar, execution_timeout=int(timeout),
+                                        log_output=False, report_mode=False, kernel_manager_class=kernels.manager_class())
+                except KeyboardInterrupt:   # stopped here at once (a third signal, or one before the kernel ran)
+                    status, reason = 'interrupted', (got[0] if got else 'SIGINT')
+                except Exception as e:  # a failing cell, a timeout, a dead kernel: a failed run, unless a stop was asked for
+                    if getattr(e, 'ename', None) in ('TrainingInterrupted', 'KeyboardInterrupt') or got:
+                        status, reason, message = 'interrupted', _interrupt_reason(e, got), _cell_error(e).splitlines()[0]
+                    else:
+                        status, error = 'failed', _cell_error(e)
+                        reason = 'timeout' if 'Timeout' in type(e).__name__ else 'error'
+        finally:
+            for k, v in saved_env.items():
+                if v is None: os.environ.pop(k, None)
+                else: os.environ[k] = v
+        metrics_path = run_dir / 'metrics.json'
+        try: metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        except json.JSONDecodeError: metrics = {}
+        if status == 'ok' and not metrics_path.exists(): atomic_write_json(metrics_path, {})
+        fields = {'training': t} if (t := training_progress(run_dir, number)) else {}
+        if message: fields['message'] = message
+        record.finish(status, reason=reason, attempt=fields, error=error)
+        record.save(run_dir / 'record.json')
+    return RunResult(experiment, run_id, run_dir, status, params, metrics, error, record.attempt['seconds'], out_nb, record.attempt)
+
 
 # %% ../nbs/00a_experiments.ipynb #d79190fd
 def _flatten(d: dict, prefix: str = '') -> dict:
@@ -200,10 +375,30 @@ def _run_rows(root: Path, experiment: str | None) -> list[dict]:
             metrics_path = run / 'metrics.json'
             try: metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
             except json.JSONDecodeError: metrics = {}
-            rows.append({'experiment': exp.name, 'run_id': run.name, 'status': rec.get('status'),
+            status, extra = rec.get('status'), {}
+            if status != 'ok':
+                attempt = (rec.get('attempts') or [{}])[-1]
+                if status == 'running' and run_alive(run) is False:   # its process is gone without a word: kill -9, power loss
+                    status, attempt = 'interrupted', {**attempt, 'reason': 'killed', 'training': training_progress(run, len(rec['attempts']))}
+                reason = attempt.get('reason')
+                progress = _progress_text(attempt) if status != 'running' else _progress_text({'training': training_progress(run, len(rec.get('attempts', [])) or None)})
+                extra = {'progress': f"{status}{f' ({reason})' if reason and reason not in ('interrupted', status) else ''}"
+                                     f"{', ' + progress if progress else ''}"}
+            rows.append({'experiment': exp.name, 'run_id': run.name, 'status': status, **extra,
                          **{f'param.{k}': v for k, v in _flatten(params).items()},
                          **{f'metric.{k}': v for k, v in _flatten(metrics).items()}})
     return rows
+
+def _unfinished_note(rows: list[dict]) -> str:
+    "Markdown naming the runs that are not `ok`: their state, progress, and how to continue them."
+    bad = [r for r in rows if r.get('status') != 'ok']
+    if not bad: return ''
+    items = []
+    for r in bad:
+        name = f"{r['experiment']}/{r['run_id']}"
+        how = f" — continue: `vssl resume {name}`" if r.get('status') in ('interrupted', 'failed') else ''
+        items.append(f"- `{name}`: {r.get('progress') or r.get('status')}{how}")
+    return (f"\n**{len(bad)} of {len(rows)} runs are not finished** (left out of every mean ± std):\n\n" + '\n'.join(items) + '\n')
 
 def _is_num(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -234,6 +429,8 @@ def _columns(rows: list[dict]) -> list[str]:
     cols = []
     for r in rows:
         cols += [k for k in r if k not in cols]
+    if 'progress' in cols and 'status' in cols:   # beside the status, wherever the first unfinished run is
+        cols.remove('progress'); cols.insert(cols.index('status') + 1, 'progress')
     constant = {c for c in cols if c.startswith('param.') and len(rows) > 1 and len({json.dumps(r.get(c)) for r in rows}) == 1}
     return [c for c in cols if c not in constant]
 
@@ -263,11 +460,12 @@ def to_csv(rows: list[dict], columns: list[str] | None = None) -> str:
 
 @dataclass
 class ResultsTable:
-    "Rows of runs (or of seed groups) with the files they were written to."
+    "Rows of runs (or of seed groups) with the files they were written to, and the runs that are not finished."
     rows: list[dict]
     markdown: str
     csv_path: Path | None = None
     md_path: Path | None = None
+    unfinished: list[dict] = field(default_factory=list)
     def _repr_markdown_(self): return self.markdown
     def __str__(self): return self.markdown
 
@@ -283,14 +481,15 @@ def collect_results(experiment: str | None = None, runs: str | os.PathLike | Non
     "Gather runs into a table (only the `metrics` named, if given; with `aggregate`, runs that differ only in seed and in the parameters `over` are one row); write `<out>.csv` and `<out>.md` (default `runs/[<experiment>/]results`)."
     root = runs_dir(runs)
     rows = _run_rows(root, experiment)
+    note, unfinished = _unfinished_note(rows), [r for r in rows if r.get('status') != 'ok']
     if aggregate: rows = _aggregate(rows, also=[o for o in ([over] if isinstance(over, str) else over) if o])
     if metrics: rows = _keep_metrics(rows, metrics)
-    md = to_markdown(rows)
+    md = to_markdown(rows) + note
     if title: md = f"## {title}\n\n{md}"
     base = Path(out) if out else (root / experiment / 'results' if experiment else root / 'results')
     csv_path, md_path = base.with_suffix('.csv'), base.with_suffix('.md')
     atomic_write(csv_path, to_csv(rows)); atomic_write(md_path, md)
-    return ResultsTable(rows, md, csv_path, md_path)
+    return ResultsTable(rows, md, csv_path, md_path, unfinished)
 
 # %% ../nbs/00a_experiments.ipynb #d60cc04f
 def run(notebook: Annotated[str, "a template name (see `vssl run --list`) or a path to a notebook", {'opt': False, 'nargs': '?'}] = None,
@@ -301,6 +500,7 @@ def run(notebook: Annotated[str, "a template name (see `vssl run --list`) or a p
         run_id: str = None,  # the run's id (default: time stamp + random suffix)
         runs: str = None,  # the runs folder (default: $VSSL_RUNS or ~/.cache/vssl-nb/runs)
         timeout: int = 3600,  # per-cell execution timeout in seconds
+        resume: str = None,  # continue run RESUME of this template from its last checkpoint (its parameters; -p values must agree)
         ):
     "Execute an experiment notebook with papermill into runs/<experiment>/<run_id>/ and record it."
     if List:
@@ -309,19 +509,61 @@ def run(notebook: Annotated[str, "a template name (see `vssl run --list`) or a p
             print(f"{name}: {params}\n    {path}")
         return 0
     if notebook is None: raise CliError("name a template or a notebook to run (see `vssl run --list`)")
+    if resume and run_id and resume != run_id: raise CliError(f"--resume {resume} and --run-id {run_id} name different runs")
     try:
         params = load_params_file(File) if File else {}
         for name, value in Param or []: params[name] = parse_value(value)
-        res = run_experiment(notebook, params, run_id=run_id, runs=runs, timeout=timeout)
+        res = run_experiment(notebook, params, run_id=resume or run_id, runs=runs, timeout=timeout, resume=bool(resume))
     except (FileNotFoundError, FileExistsError, ValueError) as e: raise CliError(str(e)) from None
+    return _report(res)
+
+def _report(res: RunResult) -> int:
+    "Print what a run did; its exit status: 0 finished, 1 failed, `EXIT_INTERRUPTED` (3) interrupted."
+    name = f"{res.experiment}/{res.run_id}"
+    if not res.executed:
+        print(f"run {name} had already finished; nothing to resume (executed notebook: {res.notebook})")
+        return 0
     print(f"executed notebook: {res.notebook}")
+    progress = _progress_text(res.attempt)
+    if res.status == 'interrupted':
+        print(f"run {name} INTERRUPTED ({res.attempt.get('reason')}) after {res.seconds:.1f}s{', at ' + progress if progress else ''}; "
+              f"continue it with: vssl resume {name}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if not res.ok:
-        print(f"run {res.run_id} FAILED after {res.seconds:.1f}s; partial notebook kept at {res.notebook}", file=sys.stderr)
+        print(f"run {name} FAILED after {res.seconds:.1f}s; partial notebook kept at {res.notebook}", file=sys.stderr)
         print(res.error, file=sys.stderr)
         return 1
+    resumed = [t for t in res.attempt.get('training') or [] if t.get('resumed_from')]
+    if resumed: print('resumed from ' + ', '.join(f"{t['dir']}/{t['resumed_from']} at step {t['start_step']}" for t in resumed))
     print(f"run {res.run_id} finished in {res.seconds:.1f}s")
     print(f"metrics: {json.dumps(res.metrics)}")
     return 0
+
+def find_run(run: str, runs: str | os.PathLike | None = None) -> tuple[str, str]:
+    "`(experiment, run_id)` of `run`, given as EXPERIMENT/RUN_ID or as a RUN_ID that one experiment has."
+    root = runs_dir(runs)
+    if '/' in run:
+        exp, run_id = run.strip('/').split('/', 1)
+        if not (root / exp / run_id / 'record.json').is_file(): raise FileNotFoundError(f"there is no run {exp}/{run_id} under {root}")
+        return exp, run_id
+    found = sorted(p.parent.name for p in root.glob(f'*/{run}/record.json'))
+    if not found: raise FileNotFoundError(f"there is no run {run!r} under {root}")
+    if len(found) > 1: raise ValueError(f"several experiments have a run {run!r} ({', '.join(found)}): name it as EXPERIMENT/{run}")
+    return found[0], run
+
+def resume(run: Annotated[str, "the run: EXPERIMENT/RUN_ID, or RUN_ID when only one experiment has it", {'opt': False}],
+           runs: str = None,  # the runs folder (default: $VSSL_RUNS or ~/.cache/vssl-nb/runs)
+           timeout: int = 3600,  # per-cell execution timeout in seconds
+           ):
+    "Continue an interrupted (or failed) run in its own folder with its recorded parameters, from its last checkpoint."
+    try:
+        exp, run_id = find_run(run, runs)
+        rec = json.loads((runs_dir(runs) / exp / run_id / 'record.json').read_text())
+        template = rec.get('template') if rec.get('template') and Path(rec['template']).is_file() else Path(rec.get('notebook', exp)).stem
+        res = run_experiment(template, {}, run_id=run_id, runs=runs, timeout=timeout, experiment=exp, resume=True)
+    except (FileNotFoundError, FileExistsError, ValueError) as e: raise CliError(str(e)) from None
+    except json.JSONDecodeError as e: raise CliError(f"the record of run {run} is not valid JSON: {e}") from None
+    return _report(res)
 
 def results(experiment: str = None,  # only this experiment's runs (default: all)
             runs: str = None,  # the runs folder (default: $VSSL_RUNS or ~/.cache/vssl-nb/runs)

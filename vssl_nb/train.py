@@ -5,10 +5,14 @@
 # %% ../nbs/07_train.ipynb #6614e5d6
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
+import signal
+import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -17,20 +21,23 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, RandomSampler, Sampler, SequentialSampler
 
-from .core import atomic_open, moved_names, progress, save_metrics, seed_worker
+from .core import (EXIT_INTERRUPTED, _fsync_dir, atomic_open, current_attempt, moved_names, progress, read_jsonl, save_metrics,
+                          seed_worker)
 from .losses import dist_info
 from .models import VideoBackbone, build_backbone
 from .recipes import PRESETS, MotionPrediction, RandomInit, Recipe, SupervisedRecipe, SyntheticClips
 from .recipes import all_recipes, build_recipe, register_recipe, resolve_preset
 
 # %% auto #0
-__all__ = ['warmup_cosine', 'ResumableBatchSampler', 'make_loader', 'DistBatchNorm', 'convert_sync_batchnorm', 'init_distributed',
-           'default_device', 'Callback', 'ProgressCallback', 'read_train_log', 'MetricsCallback', 'CheckpointCallback',
-           'param_groups', 'Trainer', 'save_backbone', 'load_backbone', 'run_distributed', 'train_losses', 'Recipe',
-           'SyntheticClips', 'SupervisedRecipe', 'RandomInit', 'MotionPrediction', 'PRESETS', 'resolve_preset',
-           'register_recipe', 'all_recipes', 'build_recipe']
+__all__ = ['CHECKPOINT', 'CHECKPOINT_PREV', 'warmup_cosine', 'ResumableBatchSampler', 'resumable_loader', 'make_loader',
+           'DistBatchNorm', 'convert_sync_batchnorm', 'init_distributed', 'default_device', 'Callback',
+           'ProgressCallback', 'read_train_log', 'MetricsCallback', 'CheckpointCallback', 'write_checkpoint',
+           'checkpoint_files', 'read_checkpoint', 'TrainingInterrupted', 'param_groups', 'Trainer', 'save_backbone',
+           'load_backbone', 'run_distributed', 'train_losses', 'Recipe', 'SyntheticClips', 'SupervisedRecipe',
+           'RandomInit', 'MotionPrediction', 'PRESETS', 'resolve_preset', 'register_recipe', 'all_recipes',
+           'build_recipe']
 
 # %% ../nbs/07_train.ipynb #600c73ae
 def warmup_cosine(step: int, total_steps: int, base_lr: float, warmup_steps: int = 0, min_lr: float = 0.0) -> float:
@@ -66,6 +73,23 @@ class ResumableBatchSampler(Sampler):
             chunk = order[i * g:(i + 1) * g]
             mine = chunk[self.rank * b:(self.rank + 1) * b]
             if mine: yield mine
+
+def resumable_loader(loader, seed: int = 0):
+    "`loader` over a `ResumableBatchSampler` seeded with `seed` when it is a plain shuffled or sequential `DataLoader`; any other loader as it is."
+    if not isinstance(loader, DataLoader) or isinstance(loader.batch_sampler, ResumableBatchSampler): return loader
+    bs, s = loader.batch_sampler, loader.sampler
+    if type(bs) is not BatchSampler or isinstance(loader.dataset, IterableDataset): return loader
+    if type(s) is RandomSampler and not s.replacement and s._num_samples is None: shuffle = True
+    elif type(s) is SequentialSampler: shuffle = False
+    else: return loader
+    try: sampler = ResumableBatchSampler(len(loader.dataset), bs.batch_size, shuffle, seed, bs.drop_last)
+    except ValueError: return loader
+    kw = dict(num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, timeout=loader.timeout,
+              worker_init_fn=loader.worker_init_fn, multiprocessing_context=loader.multiprocessing_context,
+              persistent_workers=loader.persistent_workers)
+    if loader.num_workers > 0: kw['prefetch_factor'] = loader.prefetch_factor
+    if getattr(loader, 'pin_memory_device', ''): kw['pin_memory_device'] = loader.pin_memory_device
+    return DataLoader(loader.dataset, batch_sampler=sampler, **kw)
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = True,
                 num_workers: int = 0, collate_fn=None, pin_memory: bool | None = None) -> DataLoader:
@@ -153,9 +177,8 @@ class ProgressCallback(Callback):
     def on_fit_end(self, trainer): self.bar.close()
 
 def read_train_log(run_dir: str | os.PathLike) -> list[dict]:
-    "The logged training rows of a run (`train_log.jsonl`), oldest first."
-    path = Path(run_dir) / 'train_log.jsonl'
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
+    "The logged training rows of a run (`train_log.jsonl`), oldest first (a torn last line, from a killed process, left out)."
+    return read_jsonl(Path(run_dir) / 'train_log.jsonl')
 
 class MetricsCallback(Callback):
     "Append each logged row to `train_log.jsonl` and merge a summary into `metrics.json` under `prefix`."
@@ -163,23 +186,98 @@ class MetricsCallback(Callback):
         self.run_dir, self.prefix = Path(run_dir), prefix
     def on_fit_start(self, trainer):
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        rows = [r for r in read_train_log(self.run_dir) if r['step'] <= trainer.start_step]  # drop rows after the checkpoint we resume from
+        rows = trainer.history   # the rows up to the checkpoint resumed from (none for a fresh start): later ones are redone
         with atomic_open(self.run_dir / 'train_log.jsonl', 'w', encoding='utf-8') as f: f.writelines(json.dumps(r) + '\n' for r in rows)
+    def _summary(self, trainer, row):
+        save_metrics({self.prefix: {'recipe': trainer.recipe_name, 'steps': row['step'], **{k: v for k, v in row.items() if k != 'step'}}}, self.run_dir)
     def on_log(self, trainer, row):
         with open(self.run_dir / 'train_log.jsonl', 'a', encoding='utf-8') as f: f.write(json.dumps(row) + '\n')
-        save_metrics({self.prefix: {'recipe': trainer.recipe_name, 'steps': row['step'], **{k: v for k, v in row.items() if k != 'step'}}}, self.run_dir)
+        self._summary(trainer, row)
     def on_fit_end(self, trainer):
-        if not trainer.history:   # nothing logged (the 'none' recipe, or a finished run started again): still say what ran
+        if trainer.history: self._summary(trainer, trainer.history[-1])   # also when resumed at the end: the same summary
+        else:   # nothing logged (the 'none' recipe): still say what ran
             old = json.loads((self.run_dir / 'metrics.json').read_text()).get(self.prefix, {}) if (self.run_dir / 'metrics.json').exists() else {}
             save_metrics({self.prefix: {**old, 'recipe': trainer.recipe_name, 'steps': trainer.step}}, self.run_dir)
 
 class CheckpointCallback(Callback):
-    "Save `checkpoint.pt` atomically every `every` steps and at the end."
-    def __init__(self, run_dir: str | os.PathLike, every: int = 0):
-        self.path, self.every = Path(run_dir) / 'checkpoint.pt', every
+    "Checkpoints of `run_dir` every `every` steps and every `minutes` of wall time, at a step boundary, and at the end (the last two kept)."
+    def __init__(self, run_dir: str | os.PathLike, every: int = 0, minutes: float | None = None, clock=time.monotonic):
+        if every < 0 or (minutes is not None and minutes < 0): raise ValueError(f"checkpoint intervals must be >= 0, got every={every}, minutes={minutes}")
+        self.run_dir, self.every, self.minutes, self.clock = Path(run_dir), every, minutes, clock
+        self.last = clock()
+    def due(self, step: int, steps: int) -> str | None:
+        "Why a checkpoint is due after `step` of `steps` ('every', 'minutes'), or None (the last step's comes from `on_fit_end`)."
+        if step >= steps: return None
+        if self.every and step % self.every == 0: return 'every'
+        if self.minutes and self.clock() - self.last >= 60 * self.minutes: return 'minutes'
+        return None
+    def on_fit_start(self, trainer): self.last = self.clock()
     def on_step_end(self, trainer, step, logs):
-        if self.every and step % self.every == 0 and step < trainer.steps: trainer.save_checkpoint(self.path)
-    def on_fit_end(self, trainer): trainer.save_checkpoint(self.path)
+        reason = self.due(step, trainer.steps)
+        if reason is None: return
+        try: trainer.checkpoint(reason, self.run_dir)
+        except Exception as e:   # a full disk: the checkpoints before are intact, and training goes on
+            warnings.warn(f"checkpoint at step {step} in {self.run_dir} failed ({type(e).__name__}: {e}); the previous ones are kept",
+                          RuntimeWarning, stacklevel=2)
+            trainer._event('checkpoint_failed', step=step, reason=reason, error=f"{type(e).__name__}: {e}"[:300])
+        self.last = self.clock()
+    def on_fit_end(self, trainer): trainer.checkpoint('end', self.run_dir)
+
+# %% ../nbs/07_train.ipynb #a8ce34be
+CHECKPOINT, CHECKPOINT_PREV = 'checkpoint.pt', 'checkpoint.prev.pt'
+_CHECKPOINT_NEXT = 'checkpoint.next.pt'   # exists only between writing a new checkpoint and renaming it in
+
+def _save_state(state: dict, f) -> None: torch.save(state, f)   # the writer (a test replaces it by one whose disk is full)
+
+def write_checkpoint(folder: str | os.PathLike, state: dict) -> Path:
+    "Write `state` as the newest checkpoint of `folder`, the one before kept as `checkpoint.prev.pt`; a failed write leaves both older ones intact."
+    folder = Path(folder)
+    nxt, latest, prev = folder / _CHECKPOINT_NEXT, folder / CHECKPOINT, folder / CHECKPOINT_PREV
+    with atomic_open(nxt, 'wb') as f: _save_state(state, f)   # complete and fsync'd before any rename
+    if latest.exists(): os.replace(latest, prev)
+    os.replace(nxt, latest)
+    _fsync_dir(folder)
+    return latest
+
+def checkpoint_files(folder: str | os.PathLike) -> list[Path]:
+    "The checkpoints of `folder`, newest first."
+    return [p for p in (Path(folder) / n for n in (_CHECKPOINT_NEXT, CHECKPOINT, CHECKPOINT_PREV)) if p.exists()]
+
+def read_checkpoint(folder: str | os.PathLike, map_location='cpu') -> tuple[dict | None, Path | None, list[dict]]:
+    "`(state, path, skipped)`: the newest checkpoint of `folder` that loads (`weights_only=True`), and the newer ones that did not, with why."
+    skipped = []
+    for p in checkpoint_files(folder):
+        try: return torch.load(p, map_location=map_location, weights_only=True), p, skipped
+        except Exception as e: skipped.append({'file': p.name, 'error': f"{type(e).__name__}: {e}"[:300]})
+    return None, None, skipped
+
+class TrainingInterrupted(SystemExit):
+    "Raised by `Trainer.fit` after a stop request, once the state is saved; uncaught, it ends the process with status `EXIT_INTERRUPTED` (3)."
+    def __init__(self, message: str, step: int = 0, checkpoint: Path | None = None, reason: str | None = None):
+        super().__init__(EXIT_INTERRUPTED)
+        self.message, self.step, self.checkpoint, self.reason = message, step, checkpoint, reason
+    def __str__(self): return self.message
+
+class _StopRequest:
+    "A stop flag that SIGTERM and SIGINT set while `catching()` (main thread only); a second SIGINT raises KeyboardInterrupt at once."
+    def __init__(self): self.reason = None
+    def request(self, reason: str):
+        if self.reason is None: self.reason = reason
+    def _handler(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self.reason is not None and signum == signal.SIGINT: raise KeyboardInterrupt
+        if self.reason is None:
+            self.reason = name
+            print(f"{name}: saving a checkpoint at the end of this step, then stopping (Ctrl-C again stops at once)", file=sys.stderr, flush=True)
+    @contextlib.contextmanager
+    def catching(self):
+        old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(ValueError, OSError): old[sig] = signal.signal(sig, self._handler)
+        try: yield self
+        finally:
+            for sig, h in old.items(): signal.signal(sig, signal.SIG_DFL if h is None else h)
 
 # %% ../nbs/07_train.ipynb #5bec9697
 def _step_seed(seed: int, step: int, rank: int = 0) -> int:
@@ -207,7 +305,8 @@ class Trainer:
     def __init__(self, recipe: Recipe, loader, steps: int, lr: float = 0.05, optimizer: str = 'sgd', weight_decay: float = 1e-3,
                  momentum: float = 0.9, warmup_steps: int | None = None, min_lr: float = 0.0, clip_grad: float | None = 15.0,
                  amp: bool | None = None, device=None, run_dir: str | os.PathLike | None = None, checkpoint_every: int = 0,
-                 log_every: int = 10, seed: int = 0, callbacks=(), show_progress: bool = True, sync_bn: bool = True):
+                 checkpoint_minutes: float | None = 10.0, log_every: int = 10, seed: int = 0, callbacks=(), show_progress: bool = True,
+                 sync_bn: bool = True):
         if steps < 0: raise ValueError(f"steps must be >= 0, got {steps}")
         if optimizer not in ('sgd', 'adamw'): raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
         self.rank, self.world = dist_info()
@@ -220,7 +319,8 @@ class Trainer:
         self.amp = (self.device.type == 'cuda') if amp is None else amp
         self.amp_dtype = torch.bfloat16 if (self.device.type != 'cuda' or torch.cuda.is_bf16_supported()) else torch.float16
         self.scaler = torch.amp.GradScaler('cuda') if self.amp and self.amp_dtype == torch.float16 else None
-        self.start_step, self.step, self.history = 0, 0, []
+        self.start_step, self.step, self.history, self._window = 0, 0, [], []
+        self._stop, self._saved = _StopRequest(), None
         if self.world > 1 and sync_bn: convert_sync_batchnorm(self.recipe); self.recipe.to(self.device)
         self.model = self.recipe
         if self.world > 1 and recipe.trains:
@@ -233,48 +333,121 @@ class Trainer:
         self.callbacks = list(callbacks)
         if main and show_progress: self.callbacks.insert(0, ProgressCallback())
         if main and self.run_dir is not None:
-            self.callbacks += [MetricsCallback(self.run_dir), CheckpointCallback(self.run_dir, checkpoint_every)]
+            self.callbacks += [MetricsCallback(self.run_dir), CheckpointCallback(self.run_dir, checkpoint_every, checkpoint_minutes)]
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        "Everything needed to continue: step, recipe weights, optimiser (and gradient scaler) state."
+        "Everything needed to continue: step, recipe weights, optimiser (and gradient scaler) state, the logged rows and the partial log window."
         sd = {'step': self.step, 'seed': self.seed, 'recipe': self.recipe_name, 'model': self.recipe.state_dict(),
-              'optimizer': self.optimizer.state_dict()}
+              'optimizer': self.optimizer.state_dict(), 'history': list(self.history), 'window': list(self._window)}
         if self.scaler is not None: sd['scaler'] = self.scaler.state_dict()
         return sd
 
     def save_checkpoint(self, path: str | os.PathLike) -> Path:
-        "Write the state dict to `path` atomically."
-        with atomic_open(path, 'wb') as f: torch.save(self.state_dict(), f)
+        "Write the state dict to the one file `path`, atomically (`checkpoint` keeps a run folder's last two)."
+        with atomic_open(path, 'wb') as f: _save_state(self.state_dict(), f)
         return Path(path)
 
-    def load_checkpoint(self, path: str | os.PathLike):
-        "Restore from a checkpoint written by `save_checkpoint` (loaded with `weights_only=True`)."
-        try: sd = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as e: raise RuntimeError(f"cannot read checkpoint {path}: {e}") from e
+    def checkpoint(self, reason: str = 'manual', folder: str | os.PathLike | None = None) -> Path | None:
+        "Write a checkpoint of this step into `folder` (default `run_dir`) with `write_checkpoint`, unless the newest there already holds it; process 0 only."
+        folder = Path(folder) if folder is not None else self.run_dir
+        if folder is None or self.rank != 0: return None
+        if self._saved == (folder, self.step) and (folder / CHECKPOINT).exists(): return folder / CHECKPOINT
+        path = write_checkpoint(folder, self.state_dict())
+        self._saved = (folder, self.step)
+        self._event('checkpoint', step=self.step, reason=reason)
+        return path
+
+    def _load_state(self, sd: dict, path):
         if sd.get('recipe') != self.recipe_name:
             raise ValueError(f"checkpoint {path} was written by recipe {sd.get('recipe')!r}, not {self.recipe_name!r}")
         self.recipe.load_state_dict(sd['model']); self.optimizer.load_state_dict(sd['optimizer'])
         if self.scaler is not None and 'scaler' in sd: self.scaler.load_state_dict(sd['scaler'])
         self.start_step = self.step = int(sd['step'])
+        if 'history' in sd: self.history = [dict(r) for r in sd['history']]
+        else: self.history = [r for r in read_train_log(Path(path).parent) if r.get('step', 0) <= self.step]   # older checkpoints
+        self._window = [dict(w) for w in sd.get('window', [])]
+
+    def load_checkpoint(self, path: str | os.PathLike):
+        "Restore from a checkpoint written by `save_checkpoint` or `checkpoint` (loaded with `weights_only=True`)."
+        try: sd = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as e: raise RuntimeError(f"cannot read checkpoint {path}: {e}") from e
+        self._load_state(sd, path)
+
+    def resume(self, folder: str | os.PathLike | None = None) -> dict:
+        "Restore from the newest readable checkpoint of `folder` (default `run_dir`); return `{'resumed_from': file or None, 'skipped': [...]}`."
+        folder = Path(folder) if folder is not None else self.run_dir
+        if self.rank == 0:   # leftovers of checkpoint writes that a kill interrupted
+            for tmp in folder.glob('.checkpoint*.tmp'): tmp.unlink(missing_ok=True)
+        sd, path, skipped = read_checkpoint(folder, map_location=self.device)
+        for s in skipped:
+            warnings.warn(f"checkpoint {folder / s['file']} cannot be read ({s['error']}); "
+                          f"{'resuming from ' + path.name if path else 'starting from step 0'}", RuntimeWarning, stacklevel=2)
+            if self.rank == 0:   # kept for a look, out of the rotation (which would make it the 'previous' checkpoint)
+                with contextlib.suppress(OSError): os.replace(folder / s['file'], folder / (s['file'] + '.unreadable'))
+        if sd is not None:
+            self._load_state(sd, path)
+            self._saved = (folder, self.step) if path.name == CHECKPOINT else None
+        return {'resumed_from': path.name if path else None, 'skipped': skipped}
+
+    def _event(self, event: str, **fields):
+        "Append one line to `run_dir/events.jsonl` (process 0; a full disk does not stop training over a log line)."
+        if self.rank != 0 or self.run_dir is None: return
+        row = {'t': round(time.time(), 3), 'event': event, 'attempt': current_attempt(), **fields}
+        with contextlib.suppress(OSError):
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.run_dir / 'events.jsonl', 'a', encoding='utf-8') as f: f.write(json.dumps(row, default=str) + '\n')
+
+    # -- stopping --------------------------------------------------------------------------------
+    def request_stop(self, reason: str = 'requested'):
+        "Ask the loop to save a checkpoint at the next step boundary and raise `TrainingInterrupted` (what SIGTERM and SIGINT do)."
+        self._stop.request(reason)
+
+    def _stop_now(self) -> bool:
+        "Has any process been asked to stop? (a collective under torch.distributed: every process calls it at the same step)"
+        local = self._stop.reason is not None
+        if self.world == 1: return local
+        flag = torch.tensor([float(local)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() > 0 and not local: self._stop.request('a stop request to another process')
+        return flag.item() > 0
+
+    def _interrupt(self, cause: BaseException | None = None):
+        reason, path, error = self._stop.reason or 'requested', None, None
+        if cause is None and self.rank == 0 and self.run_dir is not None:
+            try: path = self.checkpoint('stop')
+            except Exception as e: error = f"{type(e).__name__}: {e}"[:300]
+        if cause is None and self.world > 1: dist.barrier()   # every process waits for rank 0's checkpoint
+        saved = self._saved[1] if self._saved else None
+        msg = f"training of {self.recipe_name!r} stopped by {reason} at step {self.step} of {self.steps}"
+        if path is not None: msg += f"; checkpoint {path}"
+        elif self.run_dir is not None and self.rank == 0:
+            if error: msg += f"; no checkpoint written ({error})"
+            elif cause is not None: msg += f"; no new checkpoint ({type(cause).__name__}: {cause})"
+            if saved is not None: msg += f"; the newest is at step {saved}"
+        self._event('stop', step=self.step, reason=reason, checkpoint=path.name if path else None, **({'error': error} if error else {}))
+        if self.rank == 0: print(msg, file=sys.stderr, flush=True)
+        raise TrainingInterrupted(msg, step=self.step, checkpoint=path, reason=reason) from cause
 
     # -- the loop --------------------------------------------------------------------------------
     def _batches(self):
         "Yield batches forever from `self.step` on, telling the sampler its epoch and where to start."
-        n = len(self.loader)
+        loader = resumable_loader(self.loader, self.seed)
+        n = len(loader)
         if n == 0: raise ValueError("the training loader yields no batch (data set smaller than one global batch?)")
         epoch, offset = divmod(self.step, n)
         while True:
-            sampler = getattr(self.loader, 'batch_sampler', None)
+            sampler = getattr(loader, 'batch_sampler', None)
             skip = 0
             if isinstance(sampler, ResumableBatchSampler): sampler.set_epoch(epoch, offset)
             else:
-                for s in (getattr(self.loader, 'sampler', None), sampler):
+                for s in (getattr(loader, 'sampler', None), sampler):
                     if hasattr(s, 'set_epoch'): s.set_epoch(epoch)
                 skip = offset
             _seed_all(_step_seed(self.seed, -1 - epoch, self.rank))  # worker seeds of this epoch
-            it = iter(self.loader)
+            it = iter(loader)
             for _ in range(skip): next(it)
+            _seed_all(_step_seed(self.seed, self.step, self.rank))   # the epoch's first batch is drawn like every other: with its step's seed
             yield from it
             epoch, offset = epoch + 1, 0
 
@@ -285,45 +458,62 @@ class Trainer:
         return dict(zip(logs, vals.tolist()))
 
     def fit(self, resume: bool = True) -> list[dict]:
-        "Train to `self.steps` (resuming from `run_dir/checkpoint.pt` if there is one and `resume`); return the logged rows."
-        ckpt = self.run_dir / 'checkpoint.pt' if self.run_dir is not None else None
-        if resume and ckpt is not None and ckpt.exists(): self.load_checkpoint(ckpt)
+        """Train to `self.steps`, resuming from the newest readable checkpoint of `run_dir` if there is one and `resume`; return the
+        logged rows. SIGTERM, SIGINT or `request_stop` save a checkpoint at the next step boundary and raise `TrainingInterrupted`."""
+        self._stop, t0 = _StopRequest(), time.perf_counter()
+        info = self.resume() if resume and self.run_dir is not None else {'resumed_from': None, 'skipped': []}
+        info['load_seconds'] = round(time.perf_counter() - t0, 3)
         if not self.recipe.trains: self.steps = self.start_step = self.step = 0
+        self._event('start', step=self.start_step, steps=self.steps, recipe=self.recipe_name, **info)
         for cb in self.callbacks: cb.on_fit_start(self)
         self.model.train()
-        window, t_log, clips = [], time.perf_counter(), 0
-        batches = self._batches() if self.step < self.steps else iter(())
-        while self.step < self.steps:
-            _seed_all(_step_seed(self.seed, self.step, self.rank))
-            batch = _to_device(next(batches), self.device)
-            lr = warmup_cosine(self.step, self.steps, self.lr, self.warmup_steps, self.min_lr)
-            for g in self.optimizer.param_groups: g['lr'] = lr
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-                out = self.model(batch)
-            loss = out['loss']
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {self.step + 1} of recipe {self.recipe_name!r}")
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward(); self.scaler.unscale_(self.optimizer)
-            else: loss.backward()
-            if self.clip_grad: torch.nn.utils.clip_grad_norm_(self.recipe.parameters(), self.clip_grad)
-            if self.scaler is not None: self.scaler.step(self.optimizer); self.scaler.update()
-            else: self.optimizer.step()
-            self.step += 1
-            clips += len(batch['clip']) * self.world if 'clip' in batch else 0
-            logs = {k: v.detach().float().item() for k, v in out.items()}
-            window.append(logs)
-            for cb in self.callbacks: cb.on_step_end(self, self.step, logs)
-            if self.step % self.log_every == 0 or self.step == self.steps:
-                mean = self._reduce({k: sum(w[k] for w in window) / len(window) for k in window[0]})
-                dt = time.perf_counter() - t_log
-                row = {'step': self.step, **{k: round(v, 6) for k, v in mean.items()}, 'lr': lr, 'clips_per_s': round(clips / dt, 3)}
-                self.history.append(row)
-                for cb in self.callbacks: cb.on_log(self, row)
-                window, t_log, clips = [], time.perf_counter(), 0
-        for cb in self.callbacks: cb.on_fit_end(self)
-        if self.run_dir is not None and self.rank == 0: save_backbone(self.recipe.backbone, self.run_dir / 'backbone.pt')
+        window, t_log, clips, first = list(self._window), time.perf_counter(), 0, True
+        with self._stop.catching():
+            try:
+                batches = self._batches() if self.step < self.steps else iter(())
+                while self.step < self.steps:
+                    t_step = time.perf_counter()
+                    _seed_all(_step_seed(self.seed, self.step, self.rank))
+                    batch = _to_device(next(batches), self.device)
+                    lr = warmup_cosine(self.step, self.steps, self.lr, self.warmup_steps, self.min_lr)
+                    for g in self.optimizer.param_groups: g['lr'] = lr
+                    with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+                        out = self.model(batch)
+                    loss = out['loss']
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"loss is {loss.item()} at step {self.step + 1} of recipe {self.recipe_name!r}")
+                    self.optimizer.zero_grad(set_to_none=True)
+                    if self.scaler is not None:
+                        self.scaler.scale(loss).backward(); self.scaler.unscale_(self.optimizer)
+                    else: loss.backward()
+                    if self.clip_grad: torch.nn.utils.clip_grad_norm_(self.recipe.parameters(), self.clip_grad)
+                    if self.scaler is not None: self.scaler.step(self.optimizer); self.scaler.update()
+                    else: self.optimizer.step()
+                    self.step += 1
+                    clips += len(batch['clip']) * self.world if 'clip' in batch else 0
+                    logs = {k: v.detach().float().item() for k, v in out.items()}
+                    window.append(logs)
+                    if self.step % self.log_every == 0 or self.step == self.steps:
+                        mean = self._reduce({k: sum(w[k] for w in window) / len(window) for k in window[0]})
+                        dt = time.perf_counter() - t_log
+                        row = {'step': self.step, **{k: round(v, 6) for k, v in mean.items()}, 'lr': lr, 'clips_per_s': round(clips / dt, 3)}
+                        self.history.append(row)
+                        for cb in self.callbacks: cb.on_log(self, row)
+                        window, t_log, clips = [], time.perf_counter(), 0
+                    self._window = window   # the partial log window a checkpoint of this step carries
+                    for cb in self.callbacks: cb.on_step_end(self, self.step, logs)
+                    if first: self._event('first_step', step=self.step, seconds=round(time.perf_counter() - t_step, 3)); first = False
+                    if self.step < self.steps and self._stop_now(): self._interrupt()
+            except Exception as e:   # a stop request that also broke the data pipeline: the newest checkpoint stands
+                if self._stop.reason is None: raise
+                self._interrupt(cause=e)
+            self._window = []
+            for cb in self.callbacks: cb.on_fit_end(self)
+            if self.run_dir is not None and self.rank == 0: save_backbone(self.recipe.backbone, self.run_dir / 'backbone.pt')
+        stop = self._stop_now()   # a request up to here counts; after it the signals act as they did before `fit`
+        self._event('end', step=self.step)
+        _seed_all(_step_seed(self.seed, self.steps, self.rank))   # after training: the same random state, resumed or not
+        if stop: self._interrupt()
         return self.history
 
 def save_backbone(backbone: nn.Module, path: str | os.PathLike) -> Path:
