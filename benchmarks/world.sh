@@ -44,6 +44,9 @@ out=benchmarks/results
     vssl results --runs "$RUNS_ROOT/$preset" --experiment calibrate --aggregate --over data,steps,low_steps,threads \
       --metrics "$METRICS" --title "preset \`$preset\`" --out "$out/world_$preset" > /dev/null
     cat "$out/world_$preset.md"; echo
+    vssl results --runs "$RUNS_ROOT/$preset" --experiment calibrate --metrics "$METRICS" \
+      --title "preset \`$preset\`, one row per world" --out "$out/world_$preset" > /dev/null
+    cat "$out/world_$preset.md"; echo
     rm -f "$out/world_$preset.md" "$out/world_$preset.csv"
   done
   if [ -f "$out/world_notes.md" ]; then cat "$out/world_notes.md"; fi
