@@ -117,9 +117,9 @@ def test_real_clips_folder(shared_videos, tmp_path):
     lst = tmp_path / 'list.txt'
     lst.write_text('\n'.join(str(shared_videos / n) for n in ('makeup_320x240_mpeg4.avi', 'arm_wrestling_340x256_h264.mp4')))
     assert extract(str(lst), out=str(tmp_path / 'c'), workers=2, keyframe_size=64, quiet=True) == 0
-    ex = load_or_extract(shared_videos / 'arm_wrestling_340x256_h264.mp4', tmp_path / 'c', keyframe_size=64)
+    ex = load_or_extract(shared_videos / 'arm_wrestling_340x256_h264.mp4', tmp_path / 'c', keyframe_size=64, per_frame=True)
     assert ex.keyframe_indices.tolist() == [0, 187, 206, 230, 268] and ex.flow.shape == (280, 2, 16, 22)
-    m4 = load_or_extract(shared_videos / 'makeup_320x240_mpeg4.avi', tmp_path / 'c', keyframe_size=64)
+    m4 = load_or_extract(shared_videos / 'makeup_320x240_mpeg4.avi', tmp_path / 'c', keyframe_size=64, per_frame=True)
     assert 'B-frames' in m4.mv_note and not m4.motion.reliable.all()
 
 
@@ -192,7 +192,7 @@ def test_entry_cut_short_is_redone(folder, tmp_path):
     assert m['counts'] == {'ok': 2, 'cached': 0, 'failed': 0} and entries[0].read_bytes() == whole
     entries[0].write_bytes(whole[:100])
     video = next(Path(r['video']) for r in m['videos'] if r['file'] == entries[0].name)
-    assert load_or_extract(video, out).n_frames == 16 and entries[0].read_bytes() == whole
+    assert load_or_extract(video, out, per_frame=True).n_frames == 16 and entries[0].read_bytes() == whole
 
 
 def test_per_frame_is_its_own_cache_entry(tmp_path):
@@ -215,10 +215,13 @@ def test_per_frame_is_its_own_cache_entry(tmp_path):
 
 
 def test_cli_per_frame(folder, tmp_path, vssl_env):
+    "`vssl extract` stores per-frame motion (what ClipDataset reads) unless told `--raw-motion`."
     out = tmp_path / 'cache'
-    assert main(['extract', str(folder), '--out', str(out), '--no-keyframes', '--per-frame', '--quiet']) == 0
+    assert main(['extract', str(folder), '--out', str(out), '--no-keyframes', '--quiet']) == 0
     man = json.loads((out / 'manifest.json').read_text())
     assert man['params']['per_frame'] is True and man['counts']['ok'] == 2
     assert all(read_extraction(out / r['file']).motion.per_frame for r in man['videos'])
-    assert main(['extract', str(folder), '--out', str(out), '--no-keyframes', '--quiet']) == 0  # raw: other entries
-    assert json.loads((out / 'manifest.json').read_text())['counts']['ok'] == 2 and len(list(out.glob('*.npz'))) == 4
+    assert main(['extract', str(folder), '--out', str(out), '--no-keyframes', '--raw-motion', '--quiet']) == 0  # raw: other entries
+    man = json.loads((out / 'manifest.json').read_text())
+    assert 'per_frame' not in man['params'] and man['counts']['ok'] == 2 and len(list(out.glob('*.npz'))) == 4
+    assert not any(read_extraction(out / r['file']).motion.per_frame for r in man['videos'])

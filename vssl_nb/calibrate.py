@@ -5,6 +5,7 @@
 # %% ../nbs/08b_calibrate.ipynb #b9b5cf5e
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -21,11 +22,12 @@ from .evaluate import Features, class_accuracies, evaluate_classifier, fit_linea
 from .extract import load_or_extract
 from .models import build_backbone
 from .study import eval_loader, evaluate_retrieval, labelled_subset, train_supervised
+from .train import Callback
 from .world.dataset import load_ground_truth
 
 # %% auto #0
 __all__ = ['motion_statistics', 'ground_truth_track', 'codec_track', 'oracle_accuracy', 'motion_oracles', 'FrameClassifier',
-           'appearance_accuracy', 'calibrate_world']
+           'appearance_accuracy', 'plateau_end', 'PlateauEnd', 'calibrate_world']
 
 # %% ../nbs/08b_calibrate.ipynb #7b698dbc
 def _wrap_degrees(d: np.ndarray) -> np.ndarray: return (d + 180.0) % 360.0 - 180.0
@@ -180,7 +182,18 @@ def _subset_train_acc(model, data, fraction: float, seed: int) -> float:
     keep = [v * per_video + k for v in sub.indices for k in range(per_video)]
     return evaluate_classifier(model, clip_loader(Subset(loader.dataset, keep), batch_size=data.batch_size, shuffle=False))['video_acc']
 
-def calibrate_world(data, steps: int = 3000, lr: float = 2e-3, optimizer: str = 'adamw', weight_decay: float = 0.05,
+def plateau_end(rows, num_classes: int, share: float = 0.9) -> int | None:
+    """The first logged step whose training loss is below `share`·ln C (C classes): where a classifier trained from scratch
+    left the plateau at chance (loss ln C, uniform predictions) it sits on at first; None if it never did."""
+    threshold = share * math.log(num_classes)
+    return next((r['step'] for r in rows if r.get('loss', math.inf) < threshold), None)
+
+class PlateauEnd(Callback):
+    "Keeps `plateau_end` of the trainer's log (resumed runs included) when a fit ends, in `self.step`."
+    def __init__(self, num_classes: int): self.num_classes, self.step = num_classes, None
+    def on_fit_end(self, trainer): self.step = plateau_end(trainer.history, self.num_classes)
+
+def calibrate_world(data, steps: int = 2000, lr: float = 2e-3, optimizer: str = 'adamw', weight_decay: float = 0.05,
                     dropout: float = 0.2, seed: int = 0, backbone: str = 'tiny', low_fraction: float = 0.1, low_steps: int | None = None,
                     appearance_steps: int = 400, motion_block: int = 8, run_dir=None, show_progress: bool = True,
                     checkpoint_minutes: float | None = 10.0) -> dict:
@@ -190,6 +203,8 @@ def calibrate_world(data, steps: int = 3000, lr: float = 2e-3, optimizer: str = 
     videos) for `steps` updates, and with `low_fraction` of them (`supervised_acc_10pct`, and `supervised_10pct_train_acc` on
     its labelled videos) for `low_steps` updates (default `steps // 3`: a tenth of the videos is fitted long before); and video retrieval R@1
     (test queries, train gallery) of a randomly initialised backbone (`random_r1`) and of the supervised one (`supervised_r1`).
+    `supervised_plateau_steps` and `supervised_10pct_plateau_steps` are where each training left its plateau at chance
+    (`plateau_end`; missing if it never did). Batches have `data.batch_size` clips.
     With `run_dir` the full-label training keeps its log and checkpoints there, the low-label one in `run_dir/low_labels`."""
     root = Path(data.root)
     classes = read_class_index(root / 'classInd.txt') if (root / 'classInd.txt').is_file() else None
@@ -206,14 +221,17 @@ def calibrate_world(data, steps: int = 3000, lr: float = 2e-3, optimizer: str = 
     kw = dict(steps=steps, lr=lr, optimizer=optimizer, weight_decay=weight_decay, dropout=dropout, seed=seed, backbone=backbone,
               show_progress=show_progress, checkpoint_minutes=checkpoint_minutes)
     t0 = time.perf_counter()
-    full, model = train_supervised(data, run_dir=run_dir, return_model=True, **kw)
+    plateau = PlateauEnd(n_cls)
+    full, model = train_supervised(data, run_dir=run_dir, return_model=True, callbacks=[plateau], **kw)
+    if plateau.step is not None: out['supervised_plateau_steps'] = plateau.step
     out['supervised_seconds'] = round(time.perf_counter() - t0, 1)
     out['supervised_acc'], out['supervised_clip_acc'] = full['video_acc'], full['clip_acc']
     out['supervised_train_acc'] = evaluate_classifier(model, eval_loader(data, 'train'))['video_acc']
     out['supervised_r1'] = evaluate_retrieval(model.backbone, data, ks=(1,))['R@1']
     t0 = time.perf_counter()
     low, low_model = train_supervised(data, label_fraction=low_fraction, return_model=True, run_dir=Path(run_dir) / 'low_labels' if run_dir else None,
-                                      **{**kw, 'steps': low_steps or max(1, steps // 3)})
+                                      callbacks=[plateau := PlateauEnd(n_cls)], **{**kw, 'steps': low_steps or max(1, steps // 3)})
+    if plateau.step is not None: out['supervised_10pct_plateau_steps'] = plateau.step
     out['supervised_acc_10pct'], out['supervised_10pct_videos'] = low['video_acc'], low['train_videos']
     out['supervised_10pct_train_acc'] = _subset_train_acc(low_model, data, low_fraction, seed)
     out['supervised_10pct_seconds'] = round(time.perf_counter() - t0, 1)

@@ -294,14 +294,14 @@ def extract(src: str,  # a folder of videos (searched recursively), a list file 
             no_keyframes: bool = False,  # store motion and frame types only, no keyframe pixels
             force: bool = False,  # redo videos that are already cached
             no_compress: bool = False,  # store the motion arrays undeflated: ~8x larger, a few % faster to extract and read
-            per_frame: bool = False,  # motion per frame of time: each vector divided by the distance to its reference frame
+            raw_motion: bool = False,  # store the codec's raw vectors (displacement to each block's reference) instead of motion per frame of time
             quiet: bool = False,  # no progress output
            ) -> int:
     "Extract keyframes and motion vectors of every video in SRC into a cache (one .npz per video + a manifest)."
     try:
         i, n = parse_shard(shard)
         videos = find_videos(src)
-        params = extraction_params(block, keyframe_size, 'none' if no_keyframes else 'keyframes', per_frame)
+        params = extraction_params(block, keyframe_size, 'none' if no_keyframes else 'keyframes', per_frame=not raw_motion)
     except (ValueError, FileNotFoundError) as e: raise CliError(str(e)) from None
     if workers < 1: raise CliError(f"--workers must be >= 1, got {workers}")
     if not videos: raise CliError(f"{src}: no videos found (extensions {', '.join(VIDEO_EXTS)})")
