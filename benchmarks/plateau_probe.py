@@ -11,42 +11,37 @@ This measured why `experiments/calibrate` trains with batches of 32 (benchmarks/
 the machine: its clips/s are meaningless beside another torch process.
 """
 import argparse, json, time
+from pathlib import Path
 import torch
 from vssl_nb.calibrate import plateau_end
-from vssl_nb.core import seed_everything
-from vssl_nb.data import clip_loader
-from vssl_nb.models import build_backbone
-from vssl_nb.recipes import SupervisedRecipe
-from vssl_nb.study import StudyData, _num_classes, pretext_dataset
-from vssl_nb.train import Callback, Trainer
+from vssl_nb.data import read_class_index
+from vssl_nb.study import StudyData, train_supervised
+from vssl_nb.train import Callback
 
 class _Stop(Exception): pass
 
 class _StopAfterPlateau(Callback):
+    "Ends a fit (by raising `_Stop`) 100 steps after the plateau's end or at `max_steps`; keeps the trainer's step and log."
     def __init__(self, num_classes, max_steps, after=100): self.num_classes, self.max_steps, self.after, self.end = num_classes, max_steps, after, None
     def on_log(self, trainer, row):
         if self.end is None: self.end = plateau_end([row], self.num_classes)
+        self.step, self.history = trainer.step, trainer.history
         if row['step'] >= self.max_steps or (self.end is not None and row['step'] >= self.end + self.after): raise _Stop
 
 def probe(data: str, seed: int, config: dict, max_steps: int, total_steps: int) -> dict:
+    "`train_supervised` with the calibrated protocol changed by `config`, on a `total_steps` schedule, stopped by `_StopAfterPlateau`."
     cfg = dict(config)
     study = StudyData(data, size=56, frames=cfg.pop('frames', 8), stride=cfg.pop('stride', 2), min_crop=cfg.pop('min_crop', 0.5),
                       flip=False, batch_size=cfg.pop('batch_size', 16), workers=0, eval_clips=4)
-    dropout = cfg.pop('dropout', 0.2)
-    seed_everything(seed)
-    ds = pretext_dataset(study, ('clip', 'label'))
-    loader = clip_loader(ds, batch_size=study.batch_size, shuffle=True, workers=0, seed=seed, drop_last=True)
-    n_cls = _num_classes(ds.dataset)
-    stop = _StopAfterPlateau(n_cls, max_steps)
-    trainer = Trainer(SupervisedRecipe(build_backbone('tiny'), n_cls, dropout=dropout), loader, total_steps, seed=seed,
-                      show_progress=False, callbacks=[stop], log_every=25, checkpoint_minutes=None,
-                      **{'optimizer': 'adamw', 'lr': 2e-3, 'weight_decay': 0.05, **cfg})
+    stop = _StopAfterPlateau(len(read_class_index(Path(data) / 'classInd.txt')), max_steps)
     t0 = time.perf_counter()
-    try: trainer.fit()
+    try: train_supervised(study, steps=total_steps, seed=seed, show_progress=False, callbacks=[stop], log_every=25,
+                          checkpoint_minutes=None, **{'optimizer': 'adamw', 'lr': 2e-3, 'weight_decay': 0.05, 'dropout': 0.2, **cfg})
     except _Stop: pass
+    else: raise RuntimeError(f"the probe trained all {total_steps} steps: give --max-steps below --total-steps")
     dt = time.perf_counter() - t0
-    return {'plateau_end': stop.end, 'last_step': trainer.step, 'seconds': round(dt, 1),
-            'clips_per_s': round(trainer.step * study.batch_size / dt, 1), 'losses': [r['loss'] for r in trainer.history]}
+    return {'plateau_end': stop.end, 'last_step': stop.step, 'seconds': round(dt, 1),
+            'clips_per_s': round(stop.step * study.batch_size / dt, 1), 'losses': [r['loss'] for r in stop.history]}
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
