@@ -42,7 +42,7 @@ def bench_root(root: Path, cache: Path, n_clips: int, workers_list, size: int) -
     sampler = D.ClipSampler(n_frames=16, stride=1, motion_offset=2, motion_frames=16)
     kw = dict(sampler=sampler, transform=D.train_transform(size), cache_dir=cache)
     layout = 'folder' if root.name == 'real' else 'auto'
-    cached = D.video_dataset(root, 'train', layout=layout, from_cache=True, **kw)
+    cached = D.video_dataset(root, 'train', layout=layout, from_cache=True, store='off', **kw)
     direct = D.video_dataset(root, 'train', layout=layout, from_cache=False, **kw)
     for i in range(len(cached)): cached.extraction(cached.items[i])  # fill the cache (untimed)
     for w in workers_list:

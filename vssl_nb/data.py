@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from .codec import CompressedVideo
 from .extract import VIDEO_EXTS, load_or_extract
+from .store import load_or_store, use_store
 
 # %% auto #0
 __all__ = ['VideoItem', 'read_class_index', 'ucf101_items', 'hmdb51_items', 'folder_items', 'dataset_items', 'ClipSampler',
@@ -164,18 +165,21 @@ def _crop_resize_frames(x: torch.Tensor, box, out_hw) -> torch.Tensor:
     if (h, w) != tuple(out_hw): y = F.interpolate(y, size=tuple(out_hw), mode='bilinear', align_corners=False, antialias=True)
     return y.reshape(*lead, x.shape[-3], *out_hw)
 
-def crop_resize_motion(flow: torch.Tensor, valid: torch.Tensor, block: int, box, out_hw) -> tuple[torch.Tensor, torch.Tensor]:
-    "Motion field `(T, 2, h, w)` px + valid `(T, h, w)` of `block`-px cells, for frames cropped to `box=(x0, y0, w, h)` and resized to `out_hw`."
+def crop_resize_motion(flow: torch.Tensor, valid: torch.Tensor, block: int, box, out_hw, cell=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Motion field `(T, 2, h, w)` px + valid `(T, h, w)` of `block`-px cells, for frames cropped to `box=(x0, y0, w, h)` and
+    resized to `out_hw`; the result has `block`-px cells of the output. `cell=(cw, ch)`: the input cells' size in input px when
+    it is not `block` (frames stored smaller than decoded, see `vssl_nb.store`)."""
     x0, y0, bw, bh = box
     oh, ow = out_hw
     gh, gw = flow.shape[-2:]
+    cw, ch = (block, block) if cell is None else cell
     nh, nw = -(-oh // block), -(-ow // block)
     xo = (torch.arange(nw, dtype=torch.float32) + 0.5) * block - 0.5    # output cell centres (output px)
     yo = (torch.arange(nh, dtype=torch.float32) + 0.5) * block - 0.5
     xi = x0 + (xo + 0.5) * bw / ow - 0.5                                # the same points in input px
     yi = y0 + (yo + 0.5) * bh / oh - 0.5
-    gx = ((xi + 0.5) / block) / gw * 2 - 1                              # normalised input-grid coordinates
-    gy = ((yi + 0.5) / block) / gh * 2 - 1
+    gx = ((xi + 0.5) / cw) / gw * 2 - 1                                 # normalised input-grid coordinates
+    gy = ((yi + 0.5) / ch) / gh * 2 - 1
     grid = torch.stack(torch.meshgrid(gy, gx, indexing='ij')[::-1], -1)[None].expand(len(flow), nh, nw, 2)
     v = valid.float()[:, None]
     num = F.grid_sample(flow.float() * v, grid, mode='bilinear', padding_mode='border', align_corners=False)
@@ -190,7 +194,8 @@ def crop_resize_sample(sample: dict, box, out_hw) -> dict:
     s['clip'] = _crop_resize_frames(s['clip'], box, out_hw)
     if s.get('keyframe') is not None: s['keyframe'] = _crop_resize_frames(s['keyframe'], box, out_hw)
     if s.get('motion') is not None:
-        s['motion'], s['motion_valid'] = crop_resize_motion(s['motion'], s['motion_valid'], s['block'], box, out_hw)
+        s['motion'], s['motion_valid'] = crop_resize_motion(s['motion'], s['motion_valid'], s['block'], box, out_hw, s.get('cell'))
+        s.pop('cell', None)  # the output has `block`-px cells
     return s
 
 def _size2(size) -> tuple[int, int]: return (size, size) if isinstance(size, int) else tuple(size)
@@ -328,10 +333,13 @@ def eval_transform(size: int = 56, resize: int | None = None, normalize: bool = 
 _REPORTED: set = set()  # (path, reason) pairs already reported in this process
 
 class ClipDataset(torch.utils.data.Dataset):
-    "Clips with their context (nearest I-frame) and motion targets from a list of `VideoItem`s; bad videos are skipped and reported once."
+    """Clips with their context (nearest I-frame) and motion targets from a list of `VideoItem`s; bad videos are skipped and reported once.
+    `store`: read the frames from the decoded-clip store (`vssl_nb.store`, frames decoded once at shorter side `store_size`,
+    default as decoded) — 'on', 'off', or 'auto' (on when the decoded data set fits the store's budget); `store_reason` says why."""
     def __init__(self, items, sampler: ClipSampler | None = None, transform=None,
                  cache_dir=None, block: int = 16, context: bool = True, motion: bool = True,
-                 from_cache: bool = True, max_skips: int = 20, classes=None, per_frame_motion: bool = True):
+                 from_cache: bool = True, max_skips: int = 20, classes=None, per_frame_motion: bool = True,
+                 store='auto', store_dir=None, store_size: int | None = None):
         self.items, self.sampler = list(items), sampler or ClipSampler()
         self.transform = transform
         self.cache_dir, self.block, self.context, self.motion = cache_dir, block, context, motion
@@ -339,6 +347,9 @@ class ClipDataset(torch.utils.data.Dataset):
         self.per_frame_motion = per_frame_motion  # motion targets per frame of time (see `reference_distances`), else raw displacement
         self.bad: dict = {}
         if not self.items: raise ValueError("ClipDataset needs at least one video")
+        self.store_dir, self.store_size = store_dir, store_size
+        if not from_cache: self.use_store, self.store_reason = False, 'from_cache=False: everything decoded on the fly'
+        else: self.use_store, self.store_reason = use_store(store, [it.path for it in self.items], store_dir, store_size)
 
     @property
     def clips_per_video(self) -> int: return self.sampler.n_clips if self.sampler.mode == 'uniform' else 1
@@ -367,39 +378,66 @@ class ClipDataset(torch.utils.data.Dataset):
             vid = (vid + 1) % len(self.items)
         raise RuntimeError(f"{len(self.bad)} unreadable videos and no readable one found near index {i}: {list(self.bad.items())[:3]}")
 
+    def stored(self, item: VideoItem):
+        "The store entry of `item` (decoded into the store on first use)."
+        return load_or_store(item.path, self.store_dir, self.store_size, self.block, self.per_frame_motion, self.cache_dir)
+
     def load(self, vid: int, k: int = 0, seed: int | None = None) -> dict:
         "Sample clip `k` of video `vid` (errors propagate; `__getitem__` is the forgiving entry)."
         item = self.items[vid]
         seed = int(torch.randint(0, 2**62, (1,))) if seed is None else seed
         rng, g = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
-        ex = self.extraction(item)
-        T = ex.n_frames
-        if T < 1: raise ValueError(f"{item.path}: no frames")
-        starts = self.sampler.starts(T, rng)
-        c = self.sampler.clip(starts[min(k, len(starts) - 1)], T, ex.keyframe_indices if self.context else None)
-        frames = CompressedVideo(item.path).frames(c['frames'])
-        s = dict(clip=torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255), block=self.block)
-        H, W = frames.shape[1:3]
-        if self.context:
-            if c['keyframe'] < 0: raise ValueError(f"{item.path}: no I-frame found")
-            kf = ex.keyframes[int(np.flatnonzero(ex.keyframe_indices == c['keyframe'])[0])]
-            kf = torch.from_numpy(np.ascontiguousarray(kf)).permute(2, 0, 1).float().div_(255)
-            if kf.shape[-2:] != (H, W): kf = F.interpolate(kf[None], size=(H, W), mode='bilinear', align_corners=False, antialias=True)[0]
-            s['keyframe'] = kf
-        if self.motion:
-            gh, gw = -(-H // self.block), -(-W // self.block)
-            if ex.motion is not None:
-                s['motion'] = torch.from_numpy(np.ascontiguousarray(ex.motion.flow[c['motion']]))
-                s['motion_valid'] = torch.from_numpy(np.ascontiguousarray(ex.motion.valid[c['motion']]))
-            else:
-                s['motion'] = torch.zeros(len(c['motion']), 2, gh, gw)
-                s['motion_valid'] = torch.zeros(len(c['motion']), gh, gw, dtype=torch.bool)
+        if self.use_store: s, c = self._from_store(item, k, rng)
+        else: s, c = self._from_mp4(item, k, rng)
         if self.transform is not None: s = self.transform(s, g)
         out = dict(clip=s['clip'].permute(1, 0, 2, 3).contiguous(), label=item.label, video=vid,
                    frames=torch.from_numpy(c['frames']), padded=c['padded'])
         if self.context: out.update(keyframe=s['keyframe'], keyframe_index=c['keyframe'], keyframe_distance=c['keyframe_distance'])
         if self.motion: out.update(motion=s['motion'].permute(1, 0, 2, 3).contiguous(), motion_valid=s['motion_valid'])
         return out
+
+    def _clip(self, item: VideoItem, k: int, rng, T: int, keyframe_indices) -> dict:
+        if T < 1: raise ValueError(f"{item.path}: no frames")
+        starts = self.sampler.starts(T, rng)
+        c = self.sampler.clip(starts[min(k, len(starts) - 1)], T, keyframe_indices if self.context else None)
+        if self.context and c['keyframe'] < 0: raise ValueError(f"{item.path}: no I-frame found")
+        return c
+
+    def _no_motion(self, n: int, H: int, W: int) -> dict:
+        gh, gw = -(-H // self.block), -(-W // self.block)
+        return dict(motion=torch.zeros(n, 2, gh, gw), motion_valid=torch.zeros(n, gh, gw, dtype=torch.bool))
+
+    def _from_store(self, item: VideoItem, k: int, rng) -> tuple[dict, dict]:
+        "The untransformed sample sliced from the store (the same bytes as `_from_mp4`'s, without decoding)."
+        sv = self.stored(item)
+        c = self._clip(item, k, rng, sv.n_frames, sv.keyframe_indices)
+        s = dict(clip=torch.from_numpy(sv.frames[c['frames']]).permute(0, 3, 1, 2).float().div_(255), block=self.block)
+        if self.context: s['keyframe'] = torch.from_numpy(np.array(sv.frames[c['keyframe']])).permute(2, 0, 1).float().div_(255)
+        if self.motion:
+            if sv.flow is not None:
+                s.update(motion=torch.from_numpy(sv.flow[c['motion']]), motion_valid=torch.from_numpy(sv.valid[c['motion']]))
+                if sv.cell != (self.block, self.block): s['cell'] = sv.cell
+            else: s.update(self._no_motion(len(c['motion']), *sv.frames.shape[1:3]))
+        return s, c
+
+    def _from_mp4(self, item: VideoItem, k: int, rng) -> tuple[dict, dict]:
+        "The untransformed sample: the clip decoded from the mp4, keyframe and motion from the extraction (cache)."
+        ex = self.extraction(item)
+        c = self._clip(item, k, rng, ex.n_frames, ex.keyframe_indices)
+        frames = CompressedVideo(item.path).frames(c['frames'])
+        s = dict(clip=torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255), block=self.block)
+        H, W = frames.shape[1:3]
+        if self.context:
+            kf = ex.keyframes[int(np.flatnonzero(ex.keyframe_indices == c['keyframe'])[0])]
+            kf = torch.from_numpy(np.ascontiguousarray(kf)).permute(2, 0, 1).float().div_(255)
+            if kf.shape[-2:] != (H, W): kf = F.interpolate(kf[None], size=(H, W), mode='bilinear', align_corners=False, antialias=True)[0]
+            s['keyframe'] = kf
+        if self.motion:
+            if ex.motion is not None:
+                s['motion'] = torch.from_numpy(np.ascontiguousarray(ex.motion.flow[c['motion']]))
+                s['motion_valid'] = torch.from_numpy(np.ascontiguousarray(ex.motion.valid[c['motion']]))
+            else: s.update(self._no_motion(len(c['motion']), H, W))
+        return s, c
 
 def video_dataset(root, split: str = 'train', fold: int = 1, layout: str = 'auto', split_dir=None, **kwargs) -> ClipDataset:
     "A `ClipDataset` over the data set at `root` (UCF101/HMDB51/folder layout or the synthetic tree); kwargs go to `ClipDataset`."

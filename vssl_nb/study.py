@@ -54,6 +54,8 @@ class StudyData:
     workers: int = 0               # DataLoader worker processes
     eval_clips: int = 4            # uniformly spaced clips per video for video features
     cache: str | None = None       # codec cache folder (default: $VSSL_CACHE/extract)
+    store: str = 'auto'            # decoded-clip store: 'auto' (on when the decoded data set fits, see `vssl_nb.store.use_store`), 'on', 'off'
+    store_size: int | None = None  # shorter side of the stored frames (None: as decoded; e.g. 128 for 112-px crops of larger videos)
 
     def __post_init__(self):
         self.root = Path(self.root) if str(self.root) else samples_root()
@@ -65,7 +67,7 @@ class StudyData:
     @property
     def num_classes(self) -> int:
         "Number of classes (from classInd.txt, else the largest training label + 1)."
-        return _num_classes(video_dataset(self.root, 'train', context=False, motion=False))
+        return _num_classes(video_dataset(self.root, 'train', context=False, motion=False, store='off'))
 
 # %% ../nbs/08a_study.ipynb #a58ddbad
 class PretextViews(Dataset):
@@ -94,7 +96,8 @@ def pretext_dataset(data: StudyData, keys, split: str = 'train', clip_frames: in
     "The training dataset for a recipe that needs batch `keys` (e.g. `recipe.required_keys`)."
     keys = set(keys)
     ds = video_dataset(data.root, split, sampler=_sampler(data, frames=clip_frames), transform=study_transform(data),
-                       cache_dir=data.cache, block=data.block, context='keyframe' in keys, motion='motion' in keys)
+                       cache_dir=data.cache, block=data.block, context='keyframe' in keys, motion='motion' in keys,
+                       store=data.store, store_size=data.store_size)
     return PretextViews(ds, second_view='clip2' in keys)
 
 def pretext_loader(data: StudyData, keys, seed: int = 0, split: str = 'train', clip_frames: int | None = None, shuffle: bool = True):
@@ -133,7 +136,7 @@ def pretrain(method: str, data: StudyData, steps: int = 100, lr: float = 0.05, s
 def eval_loader(data: StudyData, split: str):
     "Uniformly spaced, centre-cropped clips of every `split` video (no keyframes, no motion), in order."
     ds = video_dataset(data.root, split, sampler=_sampler(data, 'uniform', data.eval_clips), transform=eval_transform(data.size),
-                       cache_dir=data.cache, block=data.block, context=False, motion=False)
+                       cache_dir=data.cache, block=data.block, context=False, motion=False, store=data.store, store_size=data.store_size)
     return clip_loader(ds, batch_size=data.batch_size, shuffle=False, workers=data.workers)
 
 def evaluate_retrieval(backbone: torch.nn.Module, data: StudyData, ks=(1, 5, 10, 20, 50), knn_k: int = 5) -> dict[str, float]:
