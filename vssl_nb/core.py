@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['RECORDED_PACKAGES', 'RUN_DIR_VAR', 'ATTEMPT_VAR', 'EXIT_INTERRUPTED', 'seed_everything', 'seed_worker',
-           'torch_generator', 'user_cache_root', 'vssl_path', 'data_dir', 'cache_dir', 'runs_dir', 'atomic_open',
-           'atomic_write', 'atomic_write_json', 'file_hash', 'params_hash', 'cache_key', 'package_versions',
-           'git_revision', 'RunRecord', 'current_attempt', 'current_run_dir', 'read_jsonl', 'save_metrics', 'progress',
-           'moved_names']
+__all__ = ['THREADS_VAR', 'OPENMP_SPIN', 'RECORDED_PACKAGES', 'RUN_DIR_VAR', 'ATTEMPT_VAR', 'EXIT_INTERRUPTED', 'seed_everything',
+           'seed_worker', 'torch_generator', 'usable_cpus', 'free_cores', 'thread_env', 'apply_thread_policy',
+           'user_cache_root', 'vssl_path', 'data_dir', 'cache_dir', 'runs_dir', 'atomic_open', 'atomic_write',
+           'atomic_write_json', 'file_hash', 'params_hash', 'cache_key', 'package_versions', 'git_revision',
+           'RunRecord', 'current_attempt', 'current_run_dir', 'read_jsonl', 'save_metrics', 'progress', 'moved_names']
 
 # %% ../nbs/00_core.ipynb #16c3f27b
 def seed_everything(seed: int, deterministic: bool = True) -> int:
@@ -65,6 +65,51 @@ def torch_generator(seed: int):
     g = torch.Generator()
     g.manual_seed(int(seed))
     return g
+
+# %% ../nbs/00_core.ipynb #7c1e0a02
+THREADS_VAR = 'VSSL_THREADS'   # an explicit thread count for every run (else: the free cores)
+
+def _cpu_times() -> tuple[float, float] | None:
+    try:
+        with open('/proc/stat') as f: vals = [float(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError): return None
+    return sum(vals), vals[3] + (vals[4] if len(vals) > 4 else 0.0)   # total, idle + iowait
+
+def usable_cpus() -> int:
+    "CPUs this process may run on (its affinity mask where the OS has one)."
+    try: return len(os.sched_getaffinity(0))
+    except AttributeError: return os.cpu_count() or 1
+
+def free_cores(interval: float = 0.25) -> float:
+    "Cores the rest of the machine leaves idle now: the idle share of all CPUs over `interval` s times the usable CPUs (Linux; elsewhere all)."
+    a = _cpu_times()
+    if a is None: return float(usable_cpus())
+    time.sleep(interval)
+    b = _cpu_times()
+    total = b[0] - a[0]
+    return usable_cpus() * ((b[1] - a[1]) / total if total > 0 else 1.0)
+
+OPENMP_SPIN = {'GOMP_SPINCOUNT': '1000', 'KMP_BLOCKTIME': '1'}   # GNU OpenMP (Linux torch wheels): spins; LLVM OpenMP (macOS): ms
+
+def thread_env() -> dict:
+    """Environment variables a training process should start with: OpenMP threads spin only briefly before they sleep
+    (`OPENMP_SPIN`), unless the user set a wait policy of their own."""
+    if any(k in os.environ for k in ('OMP_WAIT_POLICY', *OPENMP_SPIN)): return {}
+    return dict(OPENMP_SPIN)
+
+def apply_thread_policy(threads: int | str | None = 0) -> int:
+    """Set torch's intra-op threads for this process and return how many: `threads` > 0 as given; 0, None or 'auto':
+    `$VSSL_THREADS` if set, else the cores free now (`free_cores`, rounded, at least 1). Before torch is imported it also
+    shortens OpenMP's spin-waiting (`thread_env`)."""
+    if 'torch' not in sys.modules: os.environ.update(thread_env())
+    import torch
+    if threads in (0, None, 'auto', ''): threads = os.environ.get(THREADS_VAR, 0)
+    try: n = int(threads)
+    except ValueError: raise ValueError(f"threads must be a whole number or 'auto', got {threads!r}") from None
+    if n < 0: raise ValueError(f"threads must be >= 0, got {threads!r}")
+    if n == 0: n = max(1, min(usable_cpus(), round(free_cores())))
+    torch.set_num_threads(n)
+    return n
 
 # %% ../nbs/00_core.ipynb #5445dc98
 _PATH_VARS = {'data': 'VSSL_DATA', 'cache': 'VSSL_CACHE', 'runs': 'VSSL_RUNS'}

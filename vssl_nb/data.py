@@ -20,10 +20,10 @@ from .store import load_or_store, use_store
 
 # %% auto #0
 __all__ = ['VideoItem', 'read_class_index', 'ucf101_items', 'hmdb51_items', 'folder_items', 'dataset_items', 'ClipSampler',
-           'crop_resize_motion', 'crop_resize_sample', 'RandomResizedCrop', 'CenterCrop', 'Resize',
-           'RandomHorizontalFlip', 'flip_sample', 'ColorJitter', 'RandomGrayscale', 'Normalize', 'Compose',
-           'train_transform', 'eval_transform', 'ClipDataset', 'video_dataset', 'clip_loader',
-           'flipped_motion_agreement']
+           'crop_resize_motion_batch', 'crop_resize_motion', 'crop_resize_sample', 'crop_resize_batch',
+           'RandomResizedCrop', 'CenterCrop', 'Resize', 'RandomHorizontalFlip', 'flip_sample', 'ColorJitter',
+           'RandomGrayscale', 'Normalize', 'Compose', 'train_transform', 'eval_transform', 'FrameSizeError',
+           'ClipDataset', 'video_dataset', 'frame_sizes', 'clip_loader', 'BatchAugment', 'flipped_motion_agreement']
 
 # %% ../nbs/04_data.ipynb #af6a227c
 @dataclass(frozen=True)
@@ -165,28 +165,45 @@ def _crop_resize_frames(x: torch.Tensor, box, out_hw) -> torch.Tensor:
     if (h, w) != tuple(out_hw): y = F.interpolate(y, size=tuple(out_hw), mode='bilinear', align_corners=False, antialias=True)
     return y.reshape(*lead, x.shape[-3], *out_hw)
 
+def _motion_grid(box: torch.Tensor, cell: torch.Tensor, in_hw, block: int, out_hw) -> torch.Tensor:
+    "Sampling grid `(B, nh, nw, 2)` of the output motion cells' centres in the input motion grid, for crop boxes `(B, 4)` and input cell sizes `(B, 2)`."
+    box, cell = box.to(torch.float32), cell.to(torch.float32)
+    (gh, gw), (oh, ow) = in_hw, out_hw
+    nh, nw = -(-oh // block), -(-ow // block)
+    dev = box.device
+    xo = (torch.arange(nw, dtype=torch.float32, device=dev) + 0.5) * block - 0.5   # output cell centres (output px)
+    yo = (torch.arange(nh, dtype=torch.float32, device=dev) + 0.5) * block - 0.5
+    x0, y0, bw, bh = box.unbind(-1)
+    xi = x0[:, None] + (xo[None] + 0.5) * bw[:, None] / ow - 0.5                      # the same points in input px
+    yi = y0[:, None] + (yo[None] + 0.5) * bh[:, None] / oh - 0.5
+    gx = ((xi + 0.5) / cell[:, :1]) / gw * 2 - 1                                   # normalised input-grid coordinates
+    gy = ((yi + 0.5) / cell[:, 1:]) / gh * 2 - 1
+    return torch.stack([gx[:, None, :].expand(-1, nh, nw), gy[:, :, None].expand(-1, nh, nw)], -1)
+
+def crop_resize_motion_batch(flow: torch.Tensor, valid: torch.Tensor, block: int, box: torch.Tensor, out_hw,
+                             cell: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`crop_resize_motion` for a batch: flow `(B, T, 2, h, w)`, valid `(B, T, h, w)`, one crop box `(B, 4)` (and input cell
+    size `(B, 2)`, default `block`) per sample, one grid-sample call for the whole batch."""
+    B, T, _, gh, gw = flow.shape
+    box = torch.as_tensor(box, device=flow.device).reshape(B, 4)
+    cell = torch.full((B, 2), float(block), device=flow.device) if cell is None else torch.as_tensor(cell, device=flow.device).reshape(B, 2)
+    grid = _motion_grid(box, cell, (gh, gw), block, out_hw)
+    v = valid.to(flow.dtype if flow.is_floating_point() else torch.float32)[:, :, None]
+    num = F.grid_sample((flow.float() * v).reshape(B, T * 2, gh, gw), grid, mode='bilinear', padding_mode='border', align_corners=False)
+    den = F.grid_sample(v.reshape(B, T, gh, gw), grid, mode='bilinear', padding_mode='border', align_corners=False)
+    nh, nw = grid.shape[1:3]
+    num, den = num.reshape(B, T, 2, nh, nw), den.reshape(B, T, 1, nh, nw)
+    out = torch.where(den > 1e-6, num / den.clamp_min(1e-6), torch.zeros_like(num))
+    scale = torch.stack([out_hw[1] / box[:, 2].float(), out_hw[0] / box[:, 3].float()], -1)   # (B, 2): ow/bw, oh/bh
+    return out * scale.view(B, 1, 2, 1, 1), den[:, :, 0] >= 0.5
+
 def crop_resize_motion(flow: torch.Tensor, valid: torch.Tensor, block: int, box, out_hw, cell=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Motion field `(T, 2, h, w)` px + valid `(T, h, w)` of `block`-px cells, for frames cropped to `box=(x0, y0, w, h)` and
     resized to `out_hw`; the result has `block`-px cells of the output. `cell=(cw, ch)`: the input cells' size in input px when
     it is not `block` (frames stored smaller than decoded, see `vssl_nb.store`)."""
-    x0, y0, bw, bh = box
-    oh, ow = out_hw
-    gh, gw = flow.shape[-2:]
-    cw, ch = (block, block) if cell is None else cell
-    nh, nw = -(-oh // block), -(-ow // block)
-    xo = (torch.arange(nw, dtype=torch.float32) + 0.5) * block - 0.5    # output cell centres (output px)
-    yo = (torch.arange(nh, dtype=torch.float32) + 0.5) * block - 0.5
-    xi = x0 + (xo + 0.5) * bw / ow - 0.5                                # the same points in input px
-    yi = y0 + (yo + 0.5) * bh / oh - 0.5
-    gx = ((xi + 0.5) / cw) / gw * 2 - 1                                 # normalised input-grid coordinates
-    gy = ((yi + 0.5) / ch) / gh * 2 - 1
-    grid = torch.stack(torch.meshgrid(gy, gx, indexing='ij')[::-1], -1)[None].expand(len(flow), nh, nw, 2)
-    v = valid.float()[:, None]
-    num = F.grid_sample(flow.float() * v, grid, mode='bilinear', padding_mode='border', align_corners=False)
-    den = F.grid_sample(v, grid, mode='bilinear', padding_mode='border', align_corners=False)
-    out = torch.where(den > 1e-6, num / den.clamp_min(1e-6), torch.zeros_like(num))
-    out = out * torch.tensor([ow / bw, oh / bh], dtype=out.dtype).view(1, 2, 1, 1)
-    return out, (den[:, 0] >= 0.5)
+    out, ok = crop_resize_motion_batch(flow[None], valid[None], block, torch.tensor([box]), tuple(out_hw),
+                                       None if cell is None else torch.tensor([cell], dtype=torch.float32))
+    return out[0], ok[0]
 
 def crop_resize_sample(sample: dict, box, out_hw) -> dict:
     "Apply one crop box and output size to a sample's clip, keyframe and motion field."
@@ -196,6 +213,34 @@ def crop_resize_sample(sample: dict, box, out_hw) -> dict:
     if s.get('motion') is not None:
         s['motion'], s['motion_valid'] = crop_resize_motion(s['motion'], s['motion_valid'], s['block'], box, out_hw, s.get('cell'))
         s.pop('cell', None)  # the output has `block`-px cells
+    return s
+
+def _frame_grid(box: torch.Tensor, in_hw, out_hw) -> torch.Tensor:
+    "Sampling grid `(B, oh, ow, 2)` that crops boxes `(B, 4)` from `in_hw` frames and resizes them to `out_hw` (align_corners=False)."
+    (H, W), (oh, ow) = in_hw, out_hw
+    box = box.to(torch.float32)
+    x0, y0, bw, bh = box.unbind(-1)
+    dev = box.device
+    xs = x0[:, None] + (torch.arange(ow, dtype=torch.float32, device=dev)[None] + 0.5) * (bw / ow)[:, None]   # input px, edges at integers
+    ys = y0[:, None] + (torch.arange(oh, dtype=torch.float32, device=dev)[None] + 0.5) * (bh / oh)[:, None]
+    gx, gy = xs / W * 2 - 1, ys / H * 2 - 1
+    return torch.stack([gx[:, None, :].expand(-1, oh, ow), gy[:, :, None].expand(-1, oh, ow)], -1)
+
+def crop_resize_batch(sample: dict, box: torch.Tensor, out_hw) -> dict:
+    """A batched sample (`clip` `(B, T, 3, H, W)`, optional `keyframe` `(B, 3, H, W)`, `motion` `(B, Tm, 2, h, w)`) with box
+    `(B, 4)` of each sample cropped and resized to `out_hw`: one bilinear grid sample per tensor for the whole batch (not
+    antialiased: the same pixels as `crop_resize_sample` where the box is not shrunk, close to them where it is shrunk a little)."""
+    s = dict(sample)
+    x = s['clip']
+    B, T, C, H, W = x.shape
+    oh, ow = out_hw
+    grid = _frame_grid(box, (H, W), out_hw)
+    s['clip'] = F.grid_sample(x.reshape(B, T * C, H, W), grid, mode='bilinear', padding_mode='border', align_corners=False).reshape(B, T, C, oh, ow)
+    if s.get('keyframe') is not None:
+        s['keyframe'] = F.grid_sample(s['keyframe'], grid, mode='bilinear', padding_mode='border', align_corners=False)
+    if s.get('motion') is not None:
+        s['motion'], s['motion_valid'] = crop_resize_motion_batch(s['motion'], s['motion_valid'], s['block'], box, out_hw, s.get('cell'))
+        s.pop('cell', None)
     return s
 
 def _size2(size) -> tuple[int, int]: return (size, size) if isinstance(size, int) else tuple(size)
@@ -218,24 +263,34 @@ class RandomResizedCrop:
     def __call__(self, sample, g=None):
         H, W = sample['clip'].shape[-2:]
         return crop_resize_sample(sample, self.params(H, W, g), self.size)
+    def draw(self, H, W, g=None) -> dict: return dict(box=torch.tensor(self.params(H, W, g)))
+    def apply_batch(self, sample, p): return crop_resize_batch(sample, p['box'], self.size)
 
 class CenterCrop:
     "Crop the central `size` box (no resize)."
     def __init__(self, size): self.size = _size2(size)
-    def __call__(self, sample, g=None):
-        H, W = sample['clip'].shape[-2:]; h, w = self.size
+    def box(self, H, W):
+        h, w = self.size
         if h > H or w > W: raise ValueError(f"CenterCrop {self.size} larger than the frames {H}x{W}")
-        return crop_resize_sample(sample, ((W - w) // 2, (H - h) // 2, w, h), self.size)
+        return ((W - w) // 2, (H - h) // 2, w, h)
+    def __call__(self, sample, g=None):
+        H, W = sample['clip'].shape[-2:]
+        return crop_resize_sample(sample, self.box(H, W), self.size)
+    def draw(self, H, W, g=None) -> dict: return dict(box=torch.tensor(self.box(H, W)))
+    def apply_batch(self, sample, p): return crop_resize_batch(sample, p['box'], self.size)
 
 class Resize:
     "Resize every frame to `size` (int: the shorter side, keeping the aspect ratio; (h, w): exactly)."
     def __init__(self, size): self.size = size
+    def out_size(self, H, W) -> tuple[int, int]:
+        if isinstance(self.size, int):
+            return (self.size, max(1, round(W * self.size / H))) if H <= W else (max(1, round(H * self.size / W)), self.size)
+        return tuple(self.size)
     def __call__(self, sample, g=None):
         H, W = sample['clip'].shape[-2:]
-        if isinstance(self.size, int):
-            out = (self.size, max(1, round(W * self.size / H))) if H <= W else (max(1, round(H * self.size / W)), self.size)
-        else: out = tuple(self.size)
-        return crop_resize_sample(sample, (0, 0, W, H), out)
+        return crop_resize_sample(sample, (0, 0, W, H), self.out_size(H, W))
+    def draw(self, H, W, g=None) -> dict: return dict(box=torch.tensor((0, 0, W, H)), out=torch.tensor(self.out_size(H, W)))
+    def apply_batch(self, sample, p): return crop_resize_batch(sample, p['box'], tuple(int(v) for v in p['out'][0]))
 
 class RandomHorizontalFlip:
     "Mirror every frame with probability `p`; the motion grid is mirrored and dx negated."
@@ -243,15 +298,24 @@ class RandomHorizontalFlip:
     def __call__(self, sample, g=None):
         if torch.rand(1, generator=g).item() >= self.p: return sample
         return flip_sample(sample)
+    def draw(self, H, W, g=None) -> dict: return dict(flip=torch.tensor(torch.rand(1, generator=g).item() < self.p))
+    def apply_batch(self, sample, p): return flip_sample(sample, p['flip'])
 
-def flip_sample(sample: dict) -> dict:
-    "A sample mirrored left-right: frames and keyframe flipped, motion grid flipped with dx negated."
+def _where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    "Per sample of a batch: `a` where `mask` (B,), else `b`."
+    return torch.where(mask.to(a.device).view(-1, *[1] * (a.dim() - 1)), a, b)
+
+def flip_sample(sample: dict, which: torch.Tensor | None = None) -> dict:
+    """A sample mirrored left-right: frames and keyframe flipped, motion grid flipped with dx negated. `which` (B,) bool: a
+    batched sample (leading batch dimension) whose samples are mirrored where it is true."""
     s = dict(sample)
-    s['clip'] = s['clip'].flip(-1)
-    if s.get('keyframe') is not None: s['keyframe'] = s['keyframe'].flip(-1)
+    def m(x): return x.flip(-1) if which is None else _where(which, x.flip(-1), x)
+    s['clip'] = m(s['clip'])
+    if s.get('keyframe') is not None: s['keyframe'] = m(s['keyframe'])
     if s.get('motion') is not None:
-        m = s['motion'].flip(-1).clone(); m[:, 0] = -m[:, 0]
-        s['motion'], s['motion_valid'] = m, s['motion_valid'].flip(-1)
+        f = s['motion'].flip(-1).clone(); f[..., 0, :, :] = -f[..., 0, :, :]
+        s['motion'] = f if which is None else _where(which, f, s['motion'])
+        s['motion_valid'] = m(s['motion_valid'])
     return s
 
 # %% ../nbs/04_data.ipynb #fba332ed
@@ -259,36 +323,87 @@ _LUMA = torch.tensor([0.299, 0.587, 0.114])
 
 def _gray(x): return (x * _LUMA.view(3, 1, 1).to(x)).sum(-3, keepdim=True)
 
-def _hue_matrix(h: float) -> torch.Tensor:
-    "RGB→RGB matrix rotating hue by `h` turns (through YIQ)."
-    yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-    c, s = math.cos(2 * math.pi * h), math.sin(2 * math.pi * h)
-    rot = torch.tensor([[1., 0, 0], [0, c, -s], [0, s, c]])
-    return torch.linalg.inv(yiq) @ rot @ yiq
+_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+def _hue_matrix(h) -> torch.Tensor:
+    "RGB→RGB matrix rotating hue by `h` turns (through YIQ); `h` a number, or a tensor `(B,)` for a batch of matrices `(B, 3, 3)`."
+    if not torch.is_tensor(h):
+        c, s = math.cos(2 * math.pi * h), math.sin(2 * math.pi * h)
+        rot = torch.tensor([[1., 0, 0], [0, c, -s], [0, s, c]])
+        return torch.linalg.inv(_YIQ) @ rot @ _YIQ
+    t = h.to(torch.float64)
+    c, s = torch.cos(2 * math.pi * t), torch.sin(2 * math.pi * t)
+    one, zero = torch.ones_like(c), torch.zeros_like(c)
+    rot = torch.stack([torch.stack([one, zero, zero], -1), torch.stack([zero, c, -s], -1), torch.stack([zero, s, c], -1)], -2)
+    yiq = _YIQ.to(torch.float64)
+    return (torch.linalg.inv(yiq) @ rot @ yiq).to(torch.float32)
 
 def _photo_keys(sample, keys): return [k for k in keys if sample.get(k) is not None]
+
+def _bv(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    "Per-sample values `(B,)` shaped to broadcast over a batched tensor `x` `(B, ...)`."
+    return v.to(x).view(-1, *[1] * (x.dim() - 1))
 
 class ColorJitter:
     "Random brightness, contrast, saturation (factors in [1-x, 1+x]) and hue (shift in [-hue, hue] turns), applied with probability `p`, the same to every frame."
     def __init__(self, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.8, keys=('clip', 'keyframe')):
         self.b, self.c, self.s, self.h, self.p, self.keys = brightness, contrast, saturation, hue, p, keys
-    def __call__(self, sample, g=None):
-        if torch.rand(1, generator=g).item() >= self.p: return sample
+    def draw(self, H=None, W=None, g=None) -> dict:
+        "The random parameters, drawn from `g` in the order `__call__` draws them: applied?, four factors, the order of the operations."
+        if torch.rand(1, generator=g).item() >= self.p:
+            return dict(on=torch.tensor(False), factors=torch.tensor([1., 1., 1., 0.], dtype=torch.float64), order=torch.arange(4))
         u = torch.rand(4, generator=g).tolist()
         fb, fc, fs = (1 + x * (2 * r - 1) for x, r in zip((self.b, self.c, self.s), u[:3]))
         fh = self.h * (2 * u[3] - 1)
-        order = torch.randperm(4, generator=g).tolist()
+        return dict(on=torch.tensor(True), factors=torch.tensor([fb, fc, fs, fh], dtype=torch.float64), order=torch.randperm(4, generator=g))
+    @staticmethod
+    def _op(o: int, x, f, mean):
+        "Operation `o` (0 brightness, 1 contrast, 2 saturation, 3 hue) with factors `f` (a number, or `(B,)` broadcast by `_bv`)."
+        if o == 0: return x * f
+        if o == 1: return (x - mean) * f + mean
+        if o == 2: g = _gray(x); return (x - g) * f + g
+        if torch.is_tensor(f): return torch.einsum('bij,b...jhw->b...ihw', _hue_matrix(f.flatten()).to(x), x)
+        return torch.einsum('ij,...jhw->...ihw', _hue_matrix(f).to(x), x) if f else x
+    def __call__(self, sample, g=None):
+        p = self.draw(g=g)
+        if not p['on']: return sample
+        f, order = p['factors'].tolist(), p['order'].tolist()
         s = dict(sample)
         for k in _photo_keys(s, self.keys):
             x = s[k]
             mean = _gray(x).mean(dim=(-3, -2, -1), keepdim=True)  # contrast pivots on each frame's mean luma
-            for o in order:
-                if o == 0: x = x * fb
-                elif o == 1: x = (x - mean) * fc + mean
-                elif o == 2: g = _gray(x); x = (x - g) * fs + g
-                elif fh: x = torch.einsum('ij,...jhw->...ihw', _hue_matrix(fh).to(x), x)
-                x = x.clamp(0, 1)
+            for o in order: x = self._op(o, x, f[o], mean).clamp(0, 1)
             s[k] = x
+        return s
+    def apply_batch(self, sample, p):
+        """The same operations on a batched sample, each sample with its own factors and order (`p` holds `(B, ...)` tensors).
+        Each of the four operations is an affine map of a pixel's RGB (contrast adds a multiple of the frame's mean luma,
+        saturation mixes in the pixel's luma, hue is a 3x3 rotation), so each step of the order is one batched 3x3 matrix
+        product plus an offset for the whole batch — the operation each sample has at that step (identity where jitter is
+        off) — followed by the clamp to [0, 1], as in `__call__`."""
+        on, f, order = p['on'], p['factors'], p['order']
+        if not bool(on.any()): return sample
+        s = dict(sample)
+        dev = s[_photo_keys(s, self.keys)[0]].device
+        on, f, order = on.to(dev), f.to(dev, torch.float64), order.to(dev)
+        B = len(on)
+        eye = torch.eye(3, dtype=torch.float64, device=dev).expand(B, 3, 3)
+        luma = _LUMA.to(dev, torch.float64)
+        gray_mix = torch.ones(3, 1, dtype=torch.float64, device=dev) * luma[None]     # x ↦ gray(x) in every channel
+        scale = lambda v: v.view(B, 1, 1) * eye
+        mats = [scale(f[:, 0]), scale(f[:, 1]), scale(f[:, 2]) + (1 - f[:, 2]).view(B, 1, 1) * gray_mix, _hue_matrix(f[:, 3]).to(torch.float64)]
+        for k in _photo_keys(s, self.keys):
+            x = s[k]
+            frames = x if x.dim() == 5 else x[:, None]                                 # (B, T, 3, H, W)
+            Bx, T, C, H, W = frames.shape
+            y = frames.reshape(B, T, C, H * W)
+            mean = (luma.to(x.dtype).view(1, 1, 3, 1) * y).sum(2).mean(-1)             # (B, T): each frame's mean luma
+            for pos in range(4):
+                op = order[:, pos]
+                M = torch.where(on.view(B, 1, 1), torch.stack(mats)[op, torch.arange(B, device=dev)], eye).to(x.dtype)
+                off = torch.where((op == 1) & on, 1 - f[:, 1], torch.zeros_like(f[:, 1])).to(x.dtype)
+                y = (torch.matmul(M[:, None], y) + (off.view(B, 1) * mean).view(B, T, 1, 1)).clamp_(0, 1)
+            s[k] = y.reshape(frames.shape) if x.dim() == 5 else y.reshape(B, C, H, W)
         return s
 
 class RandomGrayscale:
@@ -299,6 +414,11 @@ class RandomGrayscale:
         s = dict(sample)
         for k in _photo_keys(s, self.keys): s[k] = _gray(s[k]).expand_as(s[k]).clone()
         return s
+    def draw(self, H=None, W=None, g=None) -> dict: return dict(gray=torch.tensor(torch.rand(1, generator=g).item() < self.p))
+    def apply_batch(self, sample, p):
+        s = dict(sample)
+        for k in _photo_keys(s, self.keys): s[k] = _where(p['gray'], _gray(s[k]).expand_as(s[k]), s[k])
+        return s
 
 class Normalize:
     "Subtract `mean` and divide by `std` per channel (ImageNet statistics by default)."
@@ -306,14 +426,25 @@ class Normalize:
         self.mean, self.std, self.keys = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1), keys
     def __call__(self, sample, g=None):
         s = dict(sample)
-        for k in _photo_keys(s, self.keys): s[k] = (s[k] - self.mean) / self.std
+        for k in _photo_keys(s, self.keys): s[k] = (s[k] - self.mean.to(s[k])) / self.std.to(s[k])
         return s
+    def draw(self, H=None, W=None, g=None) -> dict: return {}
+    def apply_batch(self, sample, p): return self(sample)
 
 class Compose:
-    "Apply transforms in order, all drawing from one generator."
+    "Apply transforms in order, all drawing from one generator; `draw` + `apply_batch`: the same, drawn per sample, applied per batch."
     def __init__(self, transforms): self.transforms = list(transforms)
     def __call__(self, sample, g=None):
         for t in self.transforms: sample = t(sample, g)
+        return sample
+    @property
+    def batchable(self) -> bool: return all(hasattr(t, 'draw') and hasattr(t, 'apply_batch') for t in self.transforms)
+    def draw(self, H: int, W: int, g=None) -> dict:
+        "Every transform's random parameters for one sample of `H`x`W` frames (what `__call__` would draw from `g`), keyed by position."
+        return {str(i): t.draw(H, W, g) for i, t in enumerate(self.transforms)}
+    def apply_batch(self, sample: dict, params: dict) -> dict:
+        "Apply the transforms to a batched sample with the collated parameters of `draw`."
+        for i, t in enumerate(self.transforms): sample = t.apply_batch(sample, params[str(i)])
         return sample
     def __repr__(self): return f"Compose({[type(t).__name__ for t in self.transforms]})"
 
@@ -332,14 +463,19 @@ def eval_transform(size: int = 56, resize: int | None = None, normalize: bool = 
 # %% ../nbs/04_data.ipynb #449fbe87
 _REPORTED: set = set()  # (path, reason) pairs already reported in this process
 
+class FrameSizeError(ValueError):
+    "Videos of different frame sizes where one size is needed (batched augmentation): not a bad video, a setting to change."
+
 class ClipDataset(torch.utils.data.Dataset):
     """Clips with their context (nearest I-frame) and motion targets from a list of `VideoItem`s; bad videos are skipped and reported once.
     `store`: read the frames from the decoded-clip store (`vssl_nb.store`, frames decoded once at shorter side `store_size`,
-    default as decoded) — 'on', 'off', or 'auto' (on when the decoded data set fits the store's budget); `store_reason` says why."""
+    default as decoded) — 'on', 'off', or 'auto' (on when the decoded data set fits the store's budget); `store_reason` says why.
+    `defer_transform`: draw the transform's random parameters per sample (as `transform(sample, g)` would) but return the
+    frames as uint8 with the parameters under `aug`, for `BatchAugment` to apply to whole batches on the training device."""
     def __init__(self, items, sampler: ClipSampler | None = None, transform=None,
                  cache_dir=None, block: int = 16, context: bool = True, motion: bool = True,
                  from_cache: bool = True, max_skips: int = 20, classes=None, per_frame_motion: bool = True,
-                 store='auto', store_dir=None, store_size: int | None = None):
+                 store='auto', store_dir=None, store_size: int | None = None, defer_transform: bool = False):
         self.items, self.sampler = list(items), sampler or ClipSampler()
         self.transform = transform
         self.cache_dir, self.block, self.context, self.motion = cache_dir, block, context, motion
@@ -347,6 +483,9 @@ class ClipDataset(torch.utils.data.Dataset):
         self.per_frame_motion = per_frame_motion  # motion targets per frame of time (see `reference_distances`), else raw displacement
         self.bad: dict = {}
         if not self.items: raise ValueError("ClipDataset needs at least one video")
+        if defer_transform and not getattr(transform, 'batchable', False):
+            raise ValueError(f"defer_transform needs a transform with draw/apply_batch (a Compose of this module's transforms), got {transform!r}")
+        self.defer_transform, self._frame_size = defer_transform, None
         self.store_dir, self.store_size = store_dir, store_size
         if not from_cache: self.use_store, self.store_reason = False, 'from_cache=False: everything decoded on the fly'
         else: self.use_store, self.store_reason = use_store(store, [it.path for it in self.items], store_dir, store_size)
@@ -374,6 +513,7 @@ class ClipDataset(torch.utils.data.Dataset):
             item = self.items[vid]
             if str(item.path) not in self.bad:
                 try: return self.load(vid, k)
+                except FrameSizeError: raise
                 except Exception as e: self._report(item, e)
             vid = (vid + 1) % len(self.items)
         raise RuntimeError(f"{len(self.bad)} unreadable videos and no readable one found near index {i}: {list(self.bad.items())[:3]}")
@@ -387,13 +527,27 @@ class ClipDataset(torch.utils.data.Dataset):
         item = self.items[vid]
         seed = int(torch.randint(0, 2**62, (1,))) if seed is None else seed
         rng, g = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
-        if self.use_store: s, c = self._from_store(item, k, rng)
-        else: s, c = self._from_mp4(item, k, rng)
-        if self.transform is not None: s = self.transform(s, g)
-        out = dict(clip=s['clip'].permute(1, 0, 2, 3).contiguous(), label=item.label, video=vid,
-                   frames=torch.from_numpy(c['frames']), padded=c['padded'])
-        if self.context: out.update(keyframe=s['keyframe'], keyframe_index=c['keyframe'], keyframe_distance=c['keyframe_distance'])
-        if self.motion: out.update(motion=s['motion'].permute(1, 0, 2, 3).contiguous(), motion_valid=s['motion_valid'])
+        s, c = self._from_store(item, k, rng) if self.use_store else self._from_mp4(item, k, rng)
+        H, W = s['clip'].shape[1:3]
+        if self.defer_transform:
+            if self._frame_size is None: self._frame_size = (H, W)
+            elif self._frame_size != (H, W):
+                raise FrameSizeError(f"{item.path}: frames of {W}x{H}, other videos of this data set {self._frame_size[1]}x{self._frame_size[0]}; "
+                                     "batched augmentation needs one frame size: store the frames at one size or augment per sample")
+            out = dict(clip=s['clip'], aug=self.transform.draw(H, W, g), block=self.block)   # uint8 (T, H, W, 3)
+            if self.context: out['keyframe'] = s['keyframe']
+            if self.motion:
+                out.update(motion=s['motion'], motion_valid=s['motion_valid'])
+                out['cell'] = torch.tensor(s.get('cell', (self.block, self.block)), dtype=torch.float32)
+        else:
+            s['clip'] = s['clip'].permute(0, 3, 1, 2).float().div_(255)
+            if self.context: s['keyframe'] = s['keyframe'].permute(2, 0, 1).float().div_(255)
+            if self.transform is not None: s = self.transform(s, g)
+            out = dict(clip=s['clip'].permute(1, 0, 2, 3).contiguous())
+            if self.context: out['keyframe'] = s['keyframe']
+            if self.motion: out.update(motion=s['motion'].permute(1, 0, 2, 3).contiguous(), motion_valid=s['motion_valid'])
+        out.update(label=item.label, video=vid, frames=torch.from_numpy(c['frames']), padded=c['padded'])
+        if self.context: out.update(keyframe_index=c['keyframe'], keyframe_distance=c['keyframe_distance'])
         return out
 
     def _clip(self, item: VideoItem, k: int, rng, T: int, keyframe_indices) -> dict:
@@ -408,11 +562,11 @@ class ClipDataset(torch.utils.data.Dataset):
         return dict(motion=torch.zeros(n, 2, gh, gw), motion_valid=torch.zeros(n, gh, gw, dtype=torch.bool))
 
     def _from_store(self, item: VideoItem, k: int, rng) -> tuple[dict, dict]:
-        "The untransformed sample sliced from the store (the same bytes as `_from_mp4`'s, without decoding)."
+        "The untransformed sample sliced from the store: uint8 `clip` `(T, H, W, 3)` and `keyframe` `(H, W, 3)`, motion (the same bytes as `_from_mp4`'s, without decoding)."
         sv = self.stored(item)
         c = self._clip(item, k, rng, sv.n_frames, sv.keyframe_indices)
-        s = dict(clip=torch.from_numpy(sv.frames[c['frames']]).permute(0, 3, 1, 2).float().div_(255), block=self.block)
-        if self.context: s['keyframe'] = torch.from_numpy(np.array(sv.frames[c['keyframe']])).permute(2, 0, 1).float().div_(255)
+        s = dict(clip=torch.from_numpy(sv.frames[c['frames']]), block=self.block)
+        if self.context: s['keyframe'] = torch.from_numpy(np.array(sv.frames[c['keyframe']]))
         if self.motion:
             if sv.flow is not None:
                 s.update(motion=torch.from_numpy(sv.flow[c['motion']]), motion_valid=torch.from_numpy(sv.valid[c['motion']]))
@@ -421,17 +575,16 @@ class ClipDataset(torch.utils.data.Dataset):
         return s, c
 
     def _from_mp4(self, item: VideoItem, k: int, rng) -> tuple[dict, dict]:
-        "The untransformed sample: the clip decoded from the mp4, keyframe and motion from the extraction (cache)."
+        "The untransformed sample: the clip decoded from the mp4 (uint8), keyframe and motion from the extraction (cache)."
         ex = self.extraction(item)
         c = self._clip(item, k, rng, ex.n_frames, ex.keyframe_indices)
         frames = CompressedVideo(item.path).frames(c['frames'])
-        s = dict(clip=torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255), block=self.block)
+        s = dict(clip=torch.from_numpy(frames), block=self.block)
         H, W = frames.shape[1:3]
         if self.context:
             kf = ex.keyframes[int(np.flatnonzero(ex.keyframe_indices == c['keyframe'])[0])]
-            kf = torch.from_numpy(np.ascontiguousarray(kf)).permute(2, 0, 1).float().div_(255)
-            if kf.shape[-2:] != (H, W): kf = F.interpolate(kf[None], size=(H, W), mode='bilinear', align_corners=False, antialias=True)[0]
-            s['keyframe'] = kf
+            if kf.shape[:2] != (H, W): raise ValueError(f"{item.path}: keyframes of {kf.shape[1]}x{kf.shape[0]} beside frames of {W}x{H}")
+            s['keyframe'] = torch.from_numpy(np.ascontiguousarray(kf))
         if self.motion:
             if ex.motion is not None:
                 s['motion'] = torch.from_numpy(np.ascontiguousarray(ex.motion.flow[c['motion']]))
@@ -446,12 +599,47 @@ def video_dataset(root, split: str = 'train', fold: int = 1, layout: str = 'auto
     classes = read_class_index(sd / 'classInd.txt') if (sd / 'classInd.txt').is_file() else None
     return ClipDataset(items, classes=classes, **kwargs)
 
+def frame_sizes(items, sample: int = 256) -> set:
+    "The `(width, height)` of up to `sample` evenly spaced readable videos of `items` (their headers only)."
+    items = list(items)
+    sizes = set()
+    for it in items[::max(1, len(items) // sample)][:sample]:
+        try: info = CompressedVideo(it.path).info
+        except Exception: continue   # unreadable: the data set reports it when it reads it
+        sizes.add((info.width, info.height))
+    return sizes
+
 def clip_loader(dataset, batch_size: int = 8, shuffle: bool = True, workers: int = 0, seed: int = 0, drop_last: bool = False, **kwargs):
     "A `DataLoader` over `dataset` whose order and worker randomness follow `seed`."
     from vssl_nb.core import seed_worker, torch_generator
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, drop_last=drop_last,
                                        worker_init_fn=seed_worker, generator=torch_generator(seed),
                                        persistent_workers=workers > 0, **kwargs)
+
+class BatchAugment:
+    """Finish batches of a `ClipDataset(defer_transform=True)` on the device they were moved to: uint8 → float, the
+    transform's `apply_batch` with every sample's own drawn parameters (`clip`, its keyframe and motion; `clip2` with
+    `aug2`), and the layout the models read. Pass it to the `Trainer` as `batch_transform`."""
+    def __init__(self, transform): self.transform = transform
+    def _view(self, b: dict, clip_key: str, aug_key: str) -> dict:
+        x = b[clip_key]
+        s = dict(clip=x.permute(0, 1, 4, 2, 3).float().div_(255), block=int(b['block'].flatten()[0]) if torch.is_tensor(b['block']) else int(b['block']))
+        if clip_key == 'clip':
+            if 'keyframe' in b: s['keyframe'] = b['keyframe'].permute(0, 3, 1, 2).float().div_(255)
+            if 'motion' in b: s.update(motion=b['motion'], motion_valid=b['motion_valid'], cell=b.get('cell'))
+        s = self.transform.apply_batch(s, b[aug_key])
+        out = {clip_key: s['clip'].permute(0, 2, 1, 3, 4).contiguous()}
+        if clip_key == 'clip':
+            if 'keyframe' in b: out['keyframe'] = s['keyframe']
+            if 'motion' in b: out.update(motion=s['motion'].permute(0, 2, 1, 3, 4).contiguous(), motion_valid=s['motion_valid'])
+        return out
+    def __call__(self, batch: dict) -> dict:
+        if 'aug' not in batch: return batch   # already transformed
+        b = dict(batch)
+        for clip_key, aug_key in (('clip', 'aug'), ('clip2', 'aug2')):
+            if clip_key in b: b.update(self._view(batch, clip_key, aug_key))
+        for k in ('aug', 'aug2', 'cell', 'block'): b.pop(k, None)
+        return b
 
 # %% ../nbs/04_data.ipynb #18856781
 def flipped_motion_agreement(folder, seed: int = 0, size: int = 128, block: int = 16) -> tuple[torch.Tensor, torch.Tensor]:

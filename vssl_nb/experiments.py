@@ -26,7 +26,7 @@ import yaml
 from fastcore.script import CliError
 
 from .core import (ATTEMPT_VAR, EXIT_INTERRUPTED, RUN_DIR_VAR, RunRecord, atomic_write, atomic_write_json, file_hash, read_jsonl,
-                          runs_dir)
+                          runs_dir, thread_env)
 
 # %% auto #0
 __all__ = ['QUICKSTART_SEEDS', 'QUICKSTART_STEPS', 'QUICKSTART', 'QUICKSTART_METRICS', 'template_dirs', 'list_templates',
@@ -308,8 +308,9 @@ def run_experiment(template: str | os.PathLike, params: dict | None = None, run_
             record.data.update(run_id=run_id, template=str(path), notebook=path.name, template_hash=file_hash(path))
         number = len(record.data['attempts'])
         record.save(run_dir / 'record.json')
-        saved_env = {k: os.environ.get(k) for k in (RUN_DIR_VAR, ATTEMPT_VAR)}
-        os.environ.update({RUN_DIR_VAR: str(run_dir), ATTEMPT_VAR: str(number)})
+        threads = thread_env()   # the kernel's OpenMP threads spin briefly, then sleep: runs side by side share the cores
+        saved_env = {k: os.environ.get(k) for k in (RUN_DIR_VAR, ATTEMPT_VAR, *threads)}
+        os.environ.update({RUN_DIR_VAR: str(run_dir), ATTEMPT_VAR: str(number), **threads})
         error, status, reason, message = None, 'ok', None, None
         if progress_bar is None: progress_bar = sys.stderr.isatty()
         if not quiet:

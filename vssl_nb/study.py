@@ -17,7 +17,8 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from .core import seed_everything
-from .data import ClipSampler, Compose, clip_loader, eval_transform, train_transform, video_dataset
+from .data import (BatchAugment, ClipSampler, Compose, clip_loader, dataset_items, eval_transform, frame_sizes, train_transform,
+                           video_dataset)
 from .evaluate import (Features, evaluate_classifier, extract_features, extract_video_features, fine_tune, fit_linear_probe,
                               knn_accuracy, probe_accuracy, retrieval_recall)
 from .models import build_backbone
@@ -26,9 +27,9 @@ from .train import SupervisedRecipe, Trainer, build_recipe
 
 # %% auto #0
 __all__ = ['MOCO_BASED', 'PROTOCOLS', 'samples_root', 'StudyData', 'PretextViews', 'study_transform', 'pretext_dataset',
-           'pretext_loader', 'method_kwargs', 'pretrain', 'eval_loader', 'evaluate_retrieval', 'labelled_subset',
-           'train_supervised', 'parse_fractions', 'parse_protocols', 'label_efficiency', 'label_efficiency_metrics',
-           'plot_label_efficiency']
+           'batch_transform', 'pretext_loader', 'method_kwargs', 'pretrain', 'eval_loader', 'evaluate_retrieval',
+           'labelled_subset', 'train_supervised', 'parse_fractions', 'parse_protocols', 'label_efficiency',
+           'label_efficiency_metrics', 'plot_label_efficiency']
 
 # %% ../nbs/08a_study.ipynb #0e2b5c4b
 def samples_root() -> Path:
@@ -56,6 +57,7 @@ class StudyData:
     cache: str | None = None       # codec cache folder (default: $VSSL_CACHE/extract)
     store: str = 'auto'            # decoded-clip store: 'auto' (on when the decoded data set fits, see `vssl_nb.store.use_store`), 'on', 'off'
     store_size: int | None = None  # shorter side of the stored frames (None: as decoded; e.g. 128 for 112-px crops of larger videos)
+    augment: str = 'auto'          # training augmentation: 'batch' (drawn per sample, applied per batch on the device), 'sample' (in the loader), 'auto' (batch when the videos share one frame size)
 
     def __post_init__(self):
         self.root = Path(self.root) if str(self.root) else samples_root()
@@ -63,6 +65,15 @@ class StudyData:
             raise FileNotFoundError(f"{self.root} does not look like a video data set (no classInd.txt, no <class>/<video>.mp4)")
         for k in ('size', 'frames', 'stride', 'batch_size', 'eval_clips', 'block'):
             if getattr(self, k) < 1: raise ValueError(f"StudyData.{k} must be >= 1, got {getattr(self, k)}")
+        if self.augment not in ('auto', 'batch', 'sample'): raise ValueError(f"StudyData.augment must be 'auto', 'batch' or 'sample', got {self.augment!r}")
+
+    @property
+    def batch_augment(self) -> bool:
+        "Whether training augmentation runs per batch on the device (`augment`; 'auto': when the training videos share one frame size)."
+        if self.augment != 'auto': return self.augment == 'batch'
+        if not hasattr(self, '_one_size'):
+            self._one_size = len(frame_sizes(dataset_items(self.root, 'train'))) == 1
+        return self._one_size
 
     @property
     def num_classes(self) -> int:
@@ -82,6 +93,7 @@ class PretextViews(Dataset):
             other = self.dataset[i]          # a new random start and new augmentation parameters
             if other['video'] != s['video']: other = self.dataset.load(s['video'])  # a skip moved it to another video
             s['clip2'] = other['clip']
+            if 'aug' in other: s['aug2'] = other['aug']   # its augmentation, applied on the device (`BatchAugment`)
         return s
 
 def _sampler(data: StudyData, mode: str = 'random', n_clips: int = 1, frames: int | None = None) -> ClipSampler:
@@ -92,17 +104,23 @@ def study_transform(data: StudyData, jitter: float = 0.4, gray: float = 0.2) -> 
     "Training augmentation of a study: random resized crop (area ≥ `min_crop`), optional flip, colour jitter, grayscale, normalisation."
     return train_transform(data.size, (data.min_crop, 1.0), jitter, gray, flip=data.flip)
 
-def pretext_dataset(data: StudyData, keys, split: str = 'train', clip_frames: int | None = None) -> PretextViews:
-    "The training dataset for a recipe that needs batch `keys` (e.g. `recipe.required_keys`)."
+def pretext_dataset(data: StudyData, keys, split: str = 'train', clip_frames: int | None = None, defer: bool = False) -> PretextViews:
+    """The training dataset for a recipe that needs batch `keys` (e.g. `recipe.required_keys`); `defer`: samples leave the
+    augmentation to `batch_transform(data)` on the training device (uint8 frames + drawn parameters)."""
     keys = set(keys)
     ds = video_dataset(data.root, split, sampler=_sampler(data, frames=clip_frames), transform=study_transform(data),
                        cache_dir=data.cache, block=data.block, context='keyframe' in keys, motion='motion' in keys,
-                       store=data.store, store_size=data.store_size)
+                       store=data.store, store_size=data.store_size, defer_transform=defer)
     return PretextViews(ds, second_view='clip2' in keys)
 
-def pretext_loader(data: StudyData, keys, seed: int = 0, split: str = 'train', clip_frames: int | None = None, shuffle: bool = True):
-    "A seeded loader of pretext batches holding `keys` (full batches only)."
-    ds = pretext_dataset(data, keys, split, clip_frames)
+def batch_transform(data: StudyData, defer: bool = True):
+    "What the trainer applies to each batch of a deferred `pretext_dataset` on its device: the study's augmentation (None when not `defer`)."
+    return BatchAugment(study_transform(data)) if defer else None
+
+def pretext_loader(data: StudyData, keys, seed: int = 0, split: str = 'train', clip_frames: int | None = None, shuffle: bool = True,
+                   defer: bool = False):
+    "A seeded loader of pretext batches holding `keys` (full batches only; `defer`: augmentation left to `batch_transform(data)`)."
+    ds = pretext_dataset(data, keys, split, clip_frames, defer)
     if len(ds) < data.batch_size:
         raise ValueError(f"{data.root} has {len(ds)} {split} videos, fewer than one batch of {data.batch_size}; lower batch_size")
     return clip_loader(ds, batch_size=data.batch_size, shuffle=shuffle, workers=data.workers, seed=seed, drop_last=True)
@@ -125,10 +143,11 @@ def pretrain(method: str, data: StudyData, steps: int = 100, lr: float = 0.05, s
     seed_everything(seed)
     recipe = build_recipe(method, build_backbone(backbone), **(recipe_kwargs or {}))
     clip_frames = (recipe_kwargs or {}).get('clip_frames')
+    defer = data.batch_augment and recipe.trains
     loader = pretext_loader(data, recipe.required_keys + ('label',), seed=seed,
-                            clip_frames=2 * clip_frames if clip_frames else None) if recipe.trains else []
+                            clip_frames=2 * clip_frames if clip_frames else None, defer=defer) if recipe.trains else []
     trainer = Trainer(recipe, loader, steps=steps if recipe.trains else 0, lr=lr, seed=seed, run_dir=run_dir,
-                      show_progress=show_progress, **trainer_kwargs)
+                      show_progress=show_progress, batch_transform=batch_transform(data, defer), **trainer_kwargs)
     trainer.fit()
     return trainer
 
@@ -166,13 +185,15 @@ def train_supervised(data: StudyData, motion_weight: float = 0.0, label_fraction
                      return_model: bool = False, **trainer_kwargs):
     "Train `backbone` + classifier from scratch on labels (+ motion prediction when `motion_weight` > 0); return test accuracies (and the trained recipe with `return_model`)."
     seed_everything(seed)
-    ds = pretext_dataset(data, ('clip', 'label') + (('motion',) if motion_weight > 0 else ()))
+    defer = data.batch_augment
+    ds = pretext_dataset(data, ('clip', 'label') + (('motion',) if motion_weight > 0 else ()), defer=defer)
     train = labelled_subset(ds, label_fraction, seed)
     bs = min(data.batch_size, len(train))
     loader = clip_loader(train, batch_size=bs, shuffle=True, workers=data.workers, seed=seed, drop_last=True)
     n_cls = _num_classes(ds.dataset)  # the training set is already listed: do not list it again
     recipe = SupervisedRecipe(build_backbone(backbone), n_cls, motion_weight=motion_weight, dropout=dropout)
-    Trainer(recipe, loader, steps, lr=lr, seed=seed, run_dir=run_dir, show_progress=show_progress, **trainer_kwargs).fit()
+    Trainer(recipe, loader, steps, lr=lr, seed=seed, run_dir=run_dir, show_progress=show_progress, batch_transform=batch_transform(data, defer),
+            **trainer_kwargs).fit()
     out = evaluate_classifier(recipe, eval_loader(data, 'test'))
     out = {**out, 'train_videos': len(train)}
     return (out, recipe) if return_model else out

@@ -306,12 +306,13 @@ class Trainer:
                  momentum: float = 0.9, warmup_steps: int | None = None, min_lr: float = 0.0, clip_grad: float | None = 15.0,
                  amp: bool | None = None, device=None, run_dir: str | os.PathLike | None = None, checkpoint_every: int = 0,
                  checkpoint_minutes: float | None = 10.0, log_every: int = 10, seed: int = 0, callbacks=(), show_progress: bool = True,
-                 sync_bn: bool = True):
+                 sync_bn: bool = True, batch_transform=None):
         if steps < 0: raise ValueError(f"steps must be >= 0, got {steps}")
         if optimizer not in ('sgd', 'adamw'): raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
         self.rank, self.world = dist_info()
         self.device = torch.device(device) if device is not None else default_device()
         self.recipe, self.loader, self.steps, self.lr, self.min_lr = recipe.to(self.device), loader, steps, lr, min_lr
+        self.batch_transform = batch_transform   # applied to each batch on the device (e.g. `BatchAugment`: augmentation of the whole batch)
         self.recipe_name = getattr(recipe, 'name', type(recipe).__name__)
         self.warmup_steps = steps // 20 if warmup_steps is None else warmup_steps
         self.clip_grad, self.log_every, self.seed = clip_grad, max(1, log_every), seed
@@ -475,6 +476,8 @@ class Trainer:
                     t_step = time.perf_counter()
                     _seed_all(_step_seed(self.seed, self.step, self.rank))
                     batch = _to_device(next(batches), self.device)
+                    if self.batch_transform is not None:
+                        with torch.no_grad(): batch = self.batch_transform(batch)
                     lr = warmup_cosine(self.step, self.steps, self.lr, self.warmup_steps, self.min_lr)
                     for g in self.optimizer.param_groups: g['lr'] = lr
                     with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
