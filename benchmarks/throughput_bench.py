@@ -54,13 +54,14 @@ def world(preset: str = 'small', seed: int = 0, size: int | None = None, n_train
 
 
 # -- 1. where the time goes ----------------------------------------------------------------------------------------------
-def profile_samples(videos, n_frames: int, stride: int, size: int, block: int, cache: Path, store: Path, n: int = 48, batch: int = 16) -> dict:
-    "Mean milliseconds per sample of each step, decoding the mp4 and slicing the store, for `n` random clips of `videos`."
+def profile_samples(videos, n_frames: int, stride: int, size: int, block: int, cache: Path, store: Path, n: int = 48, batch: int = 16,
+                    store_size: int | None = None) -> dict:
+    "Mean milliseconds per sample of each step, decoding the mp4 and slicing the store (frames at shorter side `store_size`), for `n` random clips of `videos`."
     rng = np.random.default_rng(0)
     tf = train_transform(size, (0.5, 1.0))
     sampler = ClipSampler(n_frames=n_frames, stride=stride, motion_frames=n_frames)
     picks = [videos[int(i)] for i in rng.integers(0, len(videos), n)]
-    for v in set(picks): load_or_extract(v, cache, block=block, per_frame=True); load_or_store(v, store, block=block, extract_dir=cache)
+    for v in set(picks): load_or_extract(v, cache, block=block, per_frame=True); load_or_store(v, store, store_size, block=block, extract_dir=cache)
     mp4 = dict(open=0., decode=0., convert=0., extraction=0., transform=0.)
     st = dict(open=0., slice=0., transform=0., draw=0.)
     samples, raw = [], []
@@ -80,15 +81,15 @@ def profile_samples(videos, n_frames: int, stride: int, size: int, block: int, c
         s = dict(clip=torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255), block=block,
                  motion=torch.from_numpy(ex.motion.flow[c['motion']]), motion_valid=torch.from_numpy(ex.motion.valid[c['motion']]))
         t5 = time.perf_counter(); s = tf(s, g); mp4['transform'] += time.perf_counter() - t5
-        t6 = time.perf_counter(); sv = load_or_store(v, store, block=block, extract_dir=cache); t7 = time.perf_counter()
+        t6 = time.perf_counter(); sv = load_or_store(v, store, store_size, block=block, extract_dir=cache); t7 = time.perf_counter()
         clip = torch.from_numpy(sv.frames[c['frames']]); mo = torch.from_numpy(sv.flow[c['motion']]); va = torch.from_numpy(sv.valid[c['motion']])
         t8 = time.perf_counter()
-        s2 = dict(clip=clip.permute(0, 3, 1, 2).float().div_(255), block=block, motion=mo, motion_valid=va)
+        s2 = dict(clip=clip.permute(0, 3, 1, 2).float().div_(255), block=block, motion=mo, motion_valid=va, cell=sv.cell)
         t9 = time.perf_counter(); tf(s2, torch.Generator().manual_seed(k)); t10 = time.perf_counter()
         aug = tf.draw(*clip.shape[1:3], torch.Generator().manual_seed(k)); t11 = time.perf_counter()
         st['open'] += t7 - t6; st['slice'] += t8 - t7; st['transform'] += t10 - t9; st['draw'] += t11 - t10
         samples.append(dict(clip=s['clip'], motion=s['motion'], motion_valid=s['motion_valid']))
-        raw.append(dict(clip=clip, aug=aug, block=block, motion=mo, motion_valid=va, cell=torch.tensor([float(block)] * 2)))
+        raw.append(dict(clip=clip, aug=aug, block=block, motion=mo, motion_valid=va, cell=torch.tensor(sv.cell, dtype=torch.float32)))
     n_b = len(samples) // batch
     t0 = time.perf_counter()
     for b in range(n_b): default_collate(samples[b * batch:(b + 1) * batch])
@@ -161,25 +162,27 @@ def make_recipe(kind: str, backbone: str, n_cls: int):
     return SupervisedRecipe(bb, n_cls, motion_weight=0.0) if kind == 'supervised' else build_recipe(kind, bb)
 
 
+def _train(kind: str, backbone: str, loader, device, steps: int, warmup: int, batch: int, bt=None) -> float:
+    clock = StepClock()
+    Trainer(make_recipe(kind, backbone, 12), loader, steps=warmup + steps, lr=1e-3, optimizer='adamw', device=device, log_every=10**9,
+            show_progress=False, callbacks=[clock], batch_transform=bt, checkpoint_minutes=None).fit()
+    return _rate(clock, warmup, batch)
+
+
 def end_to_end(data: StudyData, kind: str, backbone: str, device, steps: int, warmup: int, defer: bool, threads: int) -> dict:
-    "Clips/s of training with the study's loader (`defer`: augmentation per batch on the device) and of the trainer alone on one of its batches, `threads` intra-op threads."
+    """Clips/s of training with the study's loader (`defer`: augmentation per batch on the device) and of the trainer alone on
+    one of its finished batches, `threads` intra-op threads; the trainer alone is timed before and after, and averaged (drift)."""
     torch.set_num_threads(threads)
     keys = ('clip', 'label') if kind == 'supervised' else build_recipe(kind, build_backbone('tiny')).required_keys + ('label',)
-    n_cls = 12
     loader = pretext_loader(data, keys, seed=0, defer=defer)
     bt = batch_transform(data, defer)
-    clock = StepClock()
-    Trainer(make_recipe(kind, backbone, n_cls), loader, steps=warmup + steps, lr=1e-3, optimizer='adamw', device=device, log_every=10**9,
-            show_progress=False, callbacks=[clock], batch_transform=bt, checkpoint_minutes=None).fit()
-    e2e = _rate(clock, warmup, data.batch_size)
     from vssl_nb.train import _to_device
     fixed = _to_device(next(iter(loader)), device)
     if bt is not None: fixed = bt(fixed)
-    clock = StepClock()
-    Trainer(make_recipe(kind, backbone, n_cls), [fixed] * (warmup + steps), steps=warmup + steps, lr=1e-3, optimizer='adamw', device=device,
-            log_every=10**9, show_progress=False, callbacks=[clock], checkpoint_minutes=None).fit()
-    alone = _rate(clock, warmup, data.batch_size)
-    return dict(end_to_end=e2e, trainer=alone, ratio=e2e / alone)
+    alone = [_train(kind, backbone, [fixed] * (warmup + steps), device, steps, warmup, data.batch_size)]
+    e2e = _train(kind, backbone, loader, device, steps, warmup, data.batch_size, bt)
+    alone.append(_train(kind, backbone, [fixed] * (warmup + steps), device, steps, warmup, data.batch_size))
+    return dict(end_to_end=e2e, trainer=float(np.mean(alone)), ratio=e2e / float(np.mean(alone)))
 
 
 # -- 4. two runs side by side ----------------------------------------------------------------------------------------------
@@ -233,6 +236,7 @@ def main():
     ap.add_argument('--steps', type=int, default=40)
     ap.add_argument('--warmup', type=int, default=5)
     ap.add_argument('--seconds', type=float, default=25.0)
+    ap.add_argument('--sections', default='profile,store,e2e', help='which CPU sections to measure (the others keep their last results)')
     args = ap.parse_args()
     lines = []
     if args.pair:
@@ -253,16 +257,23 @@ def main():
         return
     if args.gpu:
         return gpu_rows(args)
+    sections = set(args.sections.split(','))
     torch.set_num_threads(1)   # the profile and the data set rows: one thread, as in a loader worker
     tmp = Path(tempfile.mkdtemp(prefix='throughput-'))
     cache, store = tmp / 'extract', tmp / 'store'
     small = world('small')
     vids = find_videos(small)
-    prof = profile_samples(vids, 8, 2, 56, 8, cache, store)
     real_dir = sample_videos_dir()
     real = [v for v in find_videos(real_dir) if 'big_buck_bunny_1280' not in v.name and 'two_people' not in v.name] if real_dir else []
-    prof_real = profile_samples(real, 16, 1, 112, 16, cache, store, n=32) if real else None
-    lines += ['## Where the time of one sample goes', '',
+    if 'profile' in sections: write_section('profile', profile_section(vids, real, cache, store))
+    if 'store' in sections: write_section('store', store_section(vids, real, cache, store))
+    if 'e2e' in sections: write_section('e2e', e2e_section(small, cache, args))
+
+
+def profile_section(vids, real, cache, store) -> list[str]:
+    prof = profile_samples(vids, 8, 2, 56, 8, cache, store)
+    prof_real = profile_samples(real, 16, 1, 112, 16, cache, store, n=32, store_size=128) if real else None
+    lines = ['## Where the time of one sample goes', '',
               f"Measured by `benchmarks/throughput_bench.py` on {machine()}, nothing else running, one thread (as in a loader worker). "
               "Milliseconds per sample, mean over random clips with the training transform (random resized crop, colour jitter, "
               "grayscale, normalisation) and the motion target. mp4: open the file, decode from the first frame to the clip's last "
@@ -270,7 +281,7 @@ def main():
               "(extraction), transform, collate. store: find the entry (open), copy the clip's frames and motion out of the memory "
               "map (slice), then either transform the sample or only draw its parameters (draw; the batch is augmented on the device "
               "afterwards: batch augment, per sample).", '']
-    for name, p in (('world `small`, 8 frames stride 2 → 56 px', prof), ('real clips (shared/videos, 5 files), 16 frames → 112 px', prof_real)):
+    for name, p in (('world `small`, 8 frames stride 2 → 56 px', prof), ('real clips (shared/videos, 5 files), 16 frames → 112 px; the store holds them at shorter side 128 (`StudyData` default for 112-px crops)', prof_real)):
         if p is None: continue
         lines += [f"**{name}**", '', '| path | ' + ' | '.join(['open', 'decode', 'convert', 'extraction', 'transform', 'collate', 'total']) + ' |',
                   '|---|' + '---|' * 7]
@@ -281,8 +292,12 @@ def main():
                   '|---|---|---|---|---|---|---|---|---|',
                   f"| store | {s['open']:.2f} | {s['slice']:.2f} | {s['transform']:.2f} | {s['draw']:.2f} | {s['collate']:.2f} | {s['batch augment']:.2f} | "
                   f"{s['open'] + s['slice'] + s['transform'] + s['collate']:.2f} | {s['open'] + s['slice'] + s['draw'] + s['collate'] + s['batch augment']:.2f} |", '']
-    lines += ['## The store against decoding the mp4', '',
-              "Clips per second of `ClipDataset.load` (one thread, fixed seeds, after one untimed pass so that both the extraction "
+    return lines
+
+
+def store_section(vids, real, cache, store) -> list[str]:
+    lines = ['## The store against decoding the mp4', '',
+              f"Measured on {machine()}, nothing else running. Clips per second of `ClipDataset.load` (one thread, fixed seeds, after one untimed pass so that both the extraction "
               "cache and the store are filled): `store='off'` decodes the clip from the mp4, `store='on'` slices it. 'none': the "
               "untransformed sample (clip, keyframe, motion) as floats; 'train': with the per-sample training transform; 'deferred': "
               "uint8 frames and the drawn augmentation parameters, what a loader worker does when the batch is augmented on the "
@@ -296,9 +311,14 @@ def main():
         for t, r in rows.items():
             lines.append(f"| {name} | {t} | {r['mp4']:.1f} | {r['store']:.1f} | **{r['store'] / r['mp4']:.1f}x** |")
         print(lines[-1], flush=True)
-    lines += ['', '## Training end to end against the trainer on a fixed batch (CPU)', '',
-              f"Tiny backbone, AdamW, batch 16, {args.steps} timed steps after {args.warmup}; threads: the training process's intra-op "
-              "threads (the thread policy's spin limit set). 'trainer' repeats one finished batch (no loading) with the same threads; "
+    return lines
+
+
+def e2e_section(small, cache, args) -> list[str]:
+    lines = ['## Training end to end against the trainer on a fixed batch (CPU)', '',
+              f"Measured on {machine()}, nothing else running. Tiny backbone, AdamW, batch 16, {args.steps} timed steps after {args.warmup}; threads: the training process's intra-op "
+              "threads (the thread policy's spin limit set). 'trainer' repeats one finished batch (no loading) with the same threads, "
+              "timed before and after the end-to-end run and averaged; "
               "'end to end' trains from the study's loader. Loader: "
               "`old` = decode the mp4 and transform per sample (the pipeline before the store), `store` = slice the store and "
               "transform per sample, `store+batch` = slice the store, draw the parameters per sample, augment the whole batch in the "
@@ -315,11 +335,30 @@ def main():
                 r = end_to_end(data, kind, 'tiny', torch.device('cpu'), args.steps, args.warmup, aug == 'batch', threads)
                 lines.append(f"| {dname} | {kind} | {lname} | {workers} | {threads} | {r['trainer']:.1f} | {r['end_to_end']:.1f} | **{r['ratio']:.2f}** |")
                 print(lines[-1], flush=True)
-    write_section('cpu', lines)
+    return lines
 
 
 def gpu_rows(args):
-    raise SystemExit("no GPU rows in this run: this task had no GPU lent (see the note); the code path is `end_to_end(..., device='cuda')`")
+    """The GPU rows: R(2+1)D-18 and tiny CMD, 16x112x112 clips, batch 32, end to end against the trainer, with 0, 2, 4, 8, ...
+    loader workers until the target ratio is met (0.8 for R(2+1)D-18, 0.5 for tiny)."""
+    if not torch.cuda.is_available(): raise SystemExit("--gpu needs a CUDA device (torch.cuda.is_available() is False here)")
+    dev = torch.device('cuda')
+    big = world('small', size=128, n_train=20)
+    cache = Path(tempfile.mkdtemp(prefix='throughput-gpu-')) / 'extract'
+    lines = ['## On a GPU: end to end against the trainer', '',
+             f"Measured on {machine()} with {torch.cuda.get_device_name(dev)}. CMD, 16 frames of 112x112 (the 128-px world), batch 32, "
+             "bf16 autocast, store + batch augmentation on the GPU; workers added until the target is met.", '',
+             '| backbone | workers | trainer (clips/s) | end to end (clips/s) | end to end / trainer | target |', '|---|---|---|---|---|---|']
+    cpus = os.cpu_count() or 1
+    for backbone, target in (('r2plus1d18', 0.8), ('tiny', 0.5)):
+        for workers in [w for w in (0, 2, 4, 8, 12, 16) if w < cpus]:
+            data = StudyData(big, size=112, frames=16, stride=1, motion_frames=16, block=16, batch_size=32, workers=workers, store='on',
+                             augment='batch', min_crop=0.5, flip=False, cache=str(cache))
+            r = end_to_end(data, 'cmd', backbone, dev, args.steps, args.warmup, True, threads=max(1, cpus - workers))
+            lines.append(f"| {backbone} | {workers} | {r['trainer']:.1f} | {r['end_to_end']:.1f} | **{r['ratio']:.2f}** | {target} |")
+            print(lines[-1], flush=True)
+            if r['ratio'] >= target: break
+    write_section('gpu', lines)
 
 
 def write_section(name: str, lines: list[str]):

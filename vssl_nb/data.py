@@ -610,17 +610,28 @@ def frame_sizes(items, sample: int = 256) -> set:
     return sizes
 
 def clip_loader(dataset, batch_size: int = 8, shuffle: bool = True, workers: int = 0, seed: int = 0, drop_last: bool = False, **kwargs):
-    "A `DataLoader` over `dataset` whose order and worker randomness follow `seed`."
+    """A `DataLoader` over `dataset` whose order and worker randomness follow `seed`; workers persist across epochs, and
+    batches go to pinned memory when there is a GPU (the trainer copies them with `non_blocking=True`)."""
     from vssl_nb.core import seed_worker, torch_generator
+    kwargs.setdefault('pin_memory', torch.cuda.is_available())
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, drop_last=drop_last,
                                        worker_init_fn=seed_worker, generator=torch_generator(seed),
                                        persistent_workers=workers > 0, **kwargs)
 
+def _batch_slice(batch, i: int, j: int):
+    "Samples `i:j` of a collated batch (nested dicts and lists of tensors; other values as they are)."
+    if torch.is_tensor(batch): return batch[i:j]
+    if isinstance(batch, dict): return {k: _batch_slice(v, i, j) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)) and len(batch) and not isinstance(batch[0], str): return type(batch)(_batch_slice(v, i, j) for v in batch)
+    return batch
+
 class BatchAugment:
     """Finish batches of a `ClipDataset(defer_transform=True)` on the device they were moved to: uint8 → float, the
     transform's `apply_batch` with every sample's own drawn parameters (`clip`, its keyframe and motion; `clip2` with
-    `aug2`), and the layout the models read. Pass it to the `Trainer` as `batch_transform`."""
-    def __init__(self, transform): self.transform = transform
+    `aug2`), and the layout the models read. Pass it to the `Trainer` as `batch_transform`. On a CPU the batch is done a
+    few samples at a time (`cpu_chunk_bytes` of float pixels): a whole batch of large clips does not fit the caches, and
+    the same work then runs at memory speed (`benchmarks/results/throughput.md`); a GPU takes the whole batch at once."""
+    def __init__(self, transform, cpu_chunk_bytes: int = 4 << 20): self.transform, self.cpu_chunk_bytes = transform, cpu_chunk_bytes
     def _view(self, b: dict, clip_key: str, aug_key: str) -> dict:
         x = b[clip_key]
         s = dict(clip=x.permute(0, 1, 4, 2, 3).float().div_(255), block=int(b['block'].flatten()[0]) if torch.is_tensor(b['block']) else int(b['block']))
@@ -635,6 +646,14 @@ class BatchAugment:
         return out
     def __call__(self, batch: dict) -> dict:
         if 'aug' not in batch: return batch   # already transformed
+        n, per = len(batch['clip']), batch['clip'][0].numel() * 4 * (2 if 'clip2' in batch else 1)
+        chunk = n if batch['clip'].is_cuda else max(1, self.cpu_chunk_bytes // per)
+        if chunk < n:
+            parts = [self._apply(_batch_slice(batch, i, i + chunk)) for i in range(0, n, chunk)]
+            return {k: torch.cat([p[k] for p in parts]) if torch.is_tensor(parts[0][k]) else parts[0][k] for k in parts[0]}
+        return self._apply(batch)
+
+    def _apply(self, batch: dict) -> dict:
         b = dict(batch)
         for clip_key, aug_key in (('clip', 'aug'), ('clip2', 'aug2')):
             if clip_key in b: b.update(self._view(batch, clip_key, aug_key))

@@ -31,7 +31,7 @@ _MAGIC = b'VSSLCLP1'
 _FOOTER = struct.Struct('<Q8s')   # JSON length, magic: the last 16 bytes of a complete entry
 
 def store_params(size: int | None = None, block: int = 16, per_frame: bool = True, context: bool = True, motion: bool = True) -> dict:
-    "The parameters that define a store entry (part of its key): the stored frames' shorter side (`None`: as decoded) and what sits beside them."
+    "The parameters that define a store entry (part of its key): the stored frames' largest shorter side (`None`: as decoded) and the motion's block and unit."
     if size is not None and int(size) < 1: raise ValueError(f"store size must be a positive shorter side in px or None, got {size!r}")
     if int(block) < 1: raise ValueError(f"motion block must be >= 1, got {block!r}")
     return dict(format=STORE_FORMAT, size=None if size is None else int(size), block=int(block), per_frame=bool(per_frame),
@@ -75,14 +75,14 @@ def _append(f, arrays: dict, name: str, a: np.ndarray):
 
 def write_stored(video_path, target, size: int | None = None, block: int = 16, per_frame: bool = True, extract_dir=None,
                  content_hash: str | None = None) -> Path:
-    """Decode `video_path` once into the store entry `target`, atomically: every frame (RGB, shorter side `size` or as
-    decoded, streamed to disk one frame at a time), the indices of its I-frames (their pixels are frames like any other: the
+    """Decode `video_path` once into the store entry `target`, atomically: every frame (RGB, shorter side at most `size`
+    — larger frames are scaled down, smaller ones kept as decoded —, streamed to disk one frame at a time), the indices of its I-frames (their pixels are frames like any other: the
     extraction's keyframes are the same bytes) and its motion field (from the extraction cache, scaled with the frames)."""
     video_path = Path(video_path)
     ex = load_or_extract(video_path, extract_dir, block=block, per_frame=per_frame)
     video = CompressedVideo(video_path)
     W, H = video.info.width, video.info.height
-    out = _target_size(W, H, size)
+    out = _target_size(W, H, size) if size is not None and min(W, H) > size else None   # only ever smaller
     sw, sh = out or (W, H)
     sx, sy = sw / W, sh / H
     arrays, n = {}, 0
@@ -167,7 +167,7 @@ def stored_bytes_estimate(videos, size: int | None = None, sample: int = 16) -> 
     for p in videos[::step][:sample]:
         try: info = CompressedVideo(p).info
         except Exception: continue   # unreadable: the data set reports it when it reads it
-        w, h = _target_size(info.width, info.height, size) or (info.width, info.height)
+        w, h = _target_size(info.width, info.height, size) if size is not None and min(info.width, info.height) > size else (info.width, info.height)
         sizes.append(max(info.n_frames, 1) * w * h * 3)
     return int(np.mean(sizes) * len(videos)) if sizes else 0
 

@@ -56,7 +56,7 @@ class StudyData:
     eval_clips: int = 4            # uniformly spaced clips per video for video features
     cache: str | None = None       # codec cache folder (default: $VSSL_CACHE/extract)
     store: str = 'auto'            # decoded-clip store: 'auto' (on when the decoded data set fits, see `vssl_nb.store.use_store`), 'on', 'off'
-    store_size: int | None = None  # shorter side of the stored frames (None: as decoded; e.g. 128 for 112-px crops of larger videos)
+    store_size: int | str | None = 'auto'  # largest shorter side of the stored frames: 'auto' = the eval resize, round(size·8/7) (64 for 56-px crops, 128 for 112); None: as decoded
     augment: str = 'auto'          # training augmentation: 'batch' (drawn per sample, applied per batch on the device), 'sample' (in the loader), 'auto' (batch when the videos share one frame size)
 
     def __post_init__(self):
@@ -66,6 +66,12 @@ class StudyData:
         for k in ('size', 'frames', 'stride', 'batch_size', 'eval_clips', 'block'):
             if getattr(self, k) < 1: raise ValueError(f"StudyData.{k} must be >= 1, got {getattr(self, k)}")
         if self.augment not in ('auto', 'batch', 'sample'): raise ValueError(f"StudyData.augment must be 'auto', 'batch' or 'sample', got {self.augment!r}")
+
+    @property
+    def stored_short_side(self) -> int | None:
+        "The store's largest shorter side (`store_size`; 'auto': the shorter side the eval transform resizes to, so larger videos are decoded once at training resolution)."
+        if self.store_size == 'auto': return round(self.size * 8 / 7)
+        return None if self.store_size is None else int(self.store_size)
 
     @property
     def batch_augment(self) -> bool:
@@ -110,7 +116,7 @@ def pretext_dataset(data: StudyData, keys, split: str = 'train', clip_frames: in
     keys = set(keys)
     ds = video_dataset(data.root, split, sampler=_sampler(data, frames=clip_frames), transform=study_transform(data),
                        cache_dir=data.cache, block=data.block, context='keyframe' in keys, motion='motion' in keys,
-                       store=data.store, store_size=data.store_size, defer_transform=defer)
+                       store=data.store, store_size=data.stored_short_side, defer_transform=defer)
     return PretextViews(ds, second_view='clip2' in keys)
 
 def batch_transform(data: StudyData, defer: bool = True):
@@ -155,7 +161,7 @@ def pretrain(method: str, data: StudyData, steps: int = 100, lr: float = 0.05, s
 def eval_loader(data: StudyData, split: str):
     "Uniformly spaced, centre-cropped clips of every `split` video (no keyframes, no motion), in order."
     ds = video_dataset(data.root, split, sampler=_sampler(data, 'uniform', data.eval_clips), transform=eval_transform(data.size),
-                       cache_dir=data.cache, block=data.block, context=False, motion=False, store=data.store, store_size=data.store_size)
+                       cache_dir=data.cache, block=data.block, context=False, motion=False, store=data.store, store_size=data.stored_short_side)
     return clip_loader(ds, batch_size=data.batch_size, shuffle=False, workers=data.workers)
 
 def evaluate_retrieval(backbone: torch.nn.Module, data: StudyData, ks=(1, 5, 10, 20, 50), knn_k: int = 5) -> dict[str, float]:
