@@ -469,7 +469,8 @@ class FrameSizeError(ValueError):
 class ClipDataset(torch.utils.data.Dataset):
     """Clips with their context (nearest I-frame) and motion targets from a list of `VideoItem`s; bad videos are skipped and reported once.
     `store`: read the frames from the decoded-clip store (`vssl_nb.store`, frames decoded once at shorter side `store_size`,
-    default as decoded) — 'on', 'off', or 'auto' (on when the decoded data set fits the store's budget); `store_reason` says why.
+    default as decoded; in `store_dir`, default `<cache_dir>/store` when a `cache_dir` is given, else `$VSSL_CACHE/store`) —
+    'on', 'off', or 'auto' (on when the decoded data set fits the store's budget); `store_reason` says why.
     `defer_transform`: draw the transform's random parameters per sample (as `transform(sample, g)` would) but return the
     frames as uint8 with the parameters under `aug`, for `BatchAugment` to apply to whole batches on the training device."""
     def __init__(self, items, sampler: ClipSampler | None = None, transform=None,
@@ -486,6 +487,7 @@ class ClipDataset(torch.utils.data.Dataset):
         if defer_transform and not getattr(transform, 'batchable', False):
             raise ValueError(f"defer_transform needs a transform with draw/apply_batch (a Compose of this module's transforms), got {transform!r}")
         self.defer_transform, self._frame_size = defer_transform, None
+        if store_dir is None and cache_dir is not None: store_dir = Path(cache_dir) / 'store'   # beside this data set's extraction cache
         self.store_dir, self.store_size = store_dir, store_size
         if not from_cache: self.use_store, self.store_reason = False, 'from_cache=False: everything decoded on the fly'
         else: self.use_store, self.store_reason = use_store(store, [it.path for it in self.items], store_dir, store_size)
