@@ -11,6 +11,11 @@
 # not restarted; runs are ordered seed by seed. About 70 minutes per seed on 2 idle cores. The tables name any run that has
 # not finished (it is left out of the means).
 #   bash benchmarks/claims.sh
+# The runs under benchmarks/runs/claims were started at commit 133fde3 (augmentation per sample in the loader; HEAD's default,
+# augment=auto, augments per batch without antialiasing the crop: the same crops, slightly different pixels). Finish them with
+# that code, so that every seed of a table comes from one pipeline:
+#   git worktree add --detach ../sweep-src 133fde3
+#   (cd ../sweep-src && PYTHONPATH=$PWD VSSL_RUNS=$OLDPWD/benchmarks/runs/claims PATH=$OLDPWD/.venv/bin:$PATH bash benchmarks/claims.sh)
 # Environment: SEEDS (default "0 1 2"), STEPS (pretraining, 1500), SUP_STEPS (2000 of 32 clips; a third at 10% of the labels), SB_STEPS
 # (1000), JOBS (2 runs at a time, one thread each), VSSL_DATA, VSSL_RUNS (default benchmarks/runs/claims, whose records and metrics are kept in git).
 set -euo pipefail
