@@ -340,10 +340,6 @@ def _hue_matrix(h) -> torch.Tensor:
 
 def _photo_keys(sample, keys): return [k for k in keys if sample.get(k) is not None]
 
-def _bv(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    "Per-sample values `(B,)` shaped to broadcast over a batched tensor `x` `(B, ...)`."
-    return v.to(x).view(-1, *[1] * (x.dim() - 1))
-
 class ColorJitter:
     "Random brightness, contrast, saturation (factors in [1-x, 1+x]) and hue (shift in [-hue, hue] turns), applied with probability `p`, the same to every frame."
     def __init__(self, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.8, keys=('clip', 'keyframe')):
@@ -358,11 +354,10 @@ class ColorJitter:
         return dict(on=torch.tensor(True), factors=torch.tensor([fb, fc, fs, fh], dtype=torch.float64), order=torch.randperm(4, generator=g))
     @staticmethod
     def _op(o: int, x, f, mean):
-        "Operation `o` (0 brightness, 1 contrast, 2 saturation, 3 hue) with factors `f` (a number, or `(B,)` broadcast by `_bv`)."
+        "Operation `o` (0 brightness, 1 contrast, 2 saturation, 3 hue) with factor `f` on one sample's frames."
         if o == 0: return x * f
         if o == 1: return (x - mean) * f + mean
         if o == 2: g = _gray(x); return (x - g) * f + g
-        if torch.is_tensor(f): return torch.einsum('bij,b...jhw->b...ihw', _hue_matrix(f.flatten()).to(x), x)
         return torch.einsum('ij,...jhw->...ihw', _hue_matrix(f).to(x), x) if f else x
     def __call__(self, sample, g=None):
         p = self.draw(g=g)

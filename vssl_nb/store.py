@@ -21,25 +21,28 @@ from .extract import load_or_extract
 
 
 # %% auto #0
-__all__ = ['STORE_FORMAT', 'MAX_OPEN', 'STORE_MODES', 'store_params', 'default_store_dir', 'store_file_for', 'StoredVideo',
-           'write_stored', 'open_stored', 'load_or_store', 'stored_bytes_estimate', 'store_budget', 'use_store',
-           'store_videos']
+__all__ = ['STORE_FORMAT', 'MAX_OPEN', 'STORE_MODES', 'store_params', 'default_store_dir', 'stored_size', 'store_file_for',
+           'StoredVideo', 'write_stored', 'open_stored', 'load_or_store', 'stored_bytes_estimate', 'store_budget',
+           'use_store', 'store_videos']
 
 # %% ../nbs/01b_store.ipynb #7eacec68
 STORE_FORMAT = 1
 _MAGIC = b'VSSLCLP1'
 _FOOTER = struct.Struct('<Q8s')   # JSON length, magic: the last 16 bytes of a complete entry
 
-def store_params(size: int | None = None, block: int = 16, per_frame: bool = True, context: bool = True, motion: bool = True) -> dict:
+def store_params(size: int | None = None, block: int = 16, per_frame: bool = True) -> dict:
     "The parameters that define a store entry (part of its key): the stored frames' largest shorter side (`None`: as decoded) and the motion's block and unit."
     if size is not None and int(size) < 1: raise ValueError(f"store size must be a positive shorter side in px or None, got {size!r}")
     if int(block) < 1: raise ValueError(f"motion block must be >= 1, got {block!r}")
-    return dict(format=STORE_FORMAT, size=None if size is None else int(size), block=int(block), per_frame=bool(per_frame),
-                context=bool(context), motion=bool(motion))
+    return dict(format=STORE_FORMAT, size=None if size is None else int(size), block=int(block), per_frame=bool(per_frame))
 
 def default_store_dir(path=None) -> Path:
     "Where decoded clips live: `path` if given, else `<cache_dir()>/store` ($VSSL_CACHE)."
     return Path(path).expanduser().resolve() if path is not None else cache_dir() / 'store'
+
+def stored_size(width: int, height: int, size: int | None) -> tuple[int, int]:
+    "The `(width, height)` a `width`x`height` video is stored at: scaled down to shorter side `size` when larger, else as decoded."
+    return _target_size(width, height, size) if size is not None and min(width, height) > size else (width, height)
 
 def store_file_for(video_path, store_dir=None, content_hash: str | None = None, **params) -> Path:
     "The store entry of `video_path` for these parameters (see `store_params`): `<store>/<content hash>-<params hash>.clips`."
@@ -82,8 +85,8 @@ def write_stored(video_path, target, size: int | None = None, block: int = 16, p
     ex = load_or_extract(video_path, extract_dir, block=block, per_frame=per_frame)
     video = CompressedVideo(video_path)
     W, H = video.info.width, video.info.height
-    out = _target_size(W, H, size) if size is not None and min(W, H) > size else None   # only ever smaller
-    sw, sh = out or (W, H)
+    sw, sh = stored_size(W, H, size)
+    out = None if (sw, sh) == (W, H) else (sw, sh)
     sx, sy = sw / W, sh / H
     arrays, n = {}, 0
     with atomic_open(target, 'wb', durable=False) as f:
@@ -136,8 +139,9 @@ _OPEN: OrderedDict = OrderedDict()  # entry file → StoredVideo, the most recen
 MAX_OPEN = 256                   # open entries kept per process (each holds one memory map)
 
 def _entry(video_path: Path, store_dir, params: dict) -> Path:
+    "The entry file of `video_path`: its content hash is computed once per process and file version (path, size, mtime)."
     st = video_path.stat()
-    key = (str(video_path.resolve()), st.st_mtime_ns, st.st_size, json.dumps(params, sort_keys=True), str(default_store_dir(store_dir)))
+    key = (str(video_path), st.st_mtime_ns, st.st_size, params['size'], params['block'], params['per_frame'], store_dir and str(store_dir))
     if key not in _ENTRY_OF: _ENTRY_OF[key] = store_file_for(video_path, store_dir, file_hash(video_path), **params)
     return _ENTRY_OF[key]
 
@@ -167,7 +171,7 @@ def stored_bytes_estimate(videos, size: int | None = None, sample: int = 16) -> 
     for p in videos[::step][:sample]:
         try: info = CompressedVideo(p).info
         except Exception: continue   # unreadable: the data set reports it when it reads it
-        w, h = _target_size(info.width, info.height, size) if size is not None and min(info.width, info.height) > size else (info.width, info.height)
+        w, h = stored_size(info.width, info.height, size)
         sizes.append(max(info.n_frames, 1) * w * h * 3)
     return int(np.mean(sizes) * len(videos)) if sizes else 0
 
@@ -203,14 +207,18 @@ def store_videos(videos, store_dir=None, size: int | None = None, block: int = 1
                  workers: int = 1, show_progress: bool = True) -> dict:
     "Fill the store for `videos` (worker processes, a progress bar); return counts, bytes on disk, seconds and the failures (a bad video is reported, not fatal)."
     import time
-    from concurrent.futures import ProcessPoolExecutor
     from functools import partial
+    from vssl_nb.extract import _pool_extract
     videos, t0 = [Path(v) for v in videos], time.perf_counter()
     job = partial(_store_job, store_dir=store_dir, params=dict(size=size, block=block, per_frame=per_frame), extract_dir=extract_dir)
-    if workers > 1:
-        from vssl_nb.extract import _mp_context
-        with ProcessPoolExecutor(workers, mp_context=_mp_context()) as pool: it = list(progress(pool.map(job, videos), total=len(videos), desc='store', unit='video', disable=not show_progress))
-    else: it = [job(v) for v in progress(videos, desc='store', unit='video', disable=not show_progress)]
+    bar = progress(total=len(videos), desc='store', unit='video', disable=not show_progress)
+    it = []
+    def done(video, rec): it.append(rec); bar.update(1)
+    if workers > 1:   # the extraction command's pool: a worker that dies takes only its video with it
+        for v in _pool_extract(videos, job, workers, done): done(v, dict(video=str(v), status='failed', bytes=0, error='the worker process died'))
+    else:
+        for v in videos: done(v, job(v))
+    bar.close()
     failed = [r for r in it if r['status'] != 'ok']
     return dict(videos=len(videos), ok=len(it) - len(failed), failed=failed, bytes=sum(r['bytes'] for r in it),
                 seconds=round(time.perf_counter() - t0, 2), store=str(default_store_dir(store_dir)))
