@@ -200,3 +200,26 @@ def test_motion_targets_are_per_frame_by_default(tmp_path):
     assert np.abs(b[:, 0]).max() >= 6 - 0.25, b  # raw: some targets span two or three frames
     uncached = D.ClipDataset(items, sampler, from_cache=False)
     assert np.abs(medians(uncached[0]) - [-3, -1]).max() <= 0.25
+
+
+def test_keyed_samples_are_drawn_the_same_by_any_process(tiny_tree, tmp_path):
+    # a keyed sampler's (index, seed) pairs make a sample independent of the random state of whoever loads it: the two halves
+    # a group of two processes loads are the batch one process loads, crop for crop (what `vssl run -p nproc 2` relies on)
+    from vssl_nb.study import KeyedSubset, PretextViews, labelled_subset
+    from vssl_nb.train import ResumableBatchSampler
+    ds = PretextViews(D.video_dataset(tiny_tree, 'train', sampler=D.ClipSampler(n_frames=4, motion_frames=2),
+                                      transform=D.train_transform(32), cache_dir=tmp_path), second_view=True)
+    one = list(ResumableBatchSampler(len(ds), 4, seed=3, rank=0, world_size=1, keyed=True))
+    halves = [list(ResumableBatchSampler(len(ds), 2, seed=3, rank=r, world_size=2, keyed=True)) for r in (0, 1)]
+    assert one[0] == halves[0][0] + halves[1][0] and all(isinstance(k, tuple) for k in one[0])
+    torch.manual_seed(0); a = ds[one[0][1]]
+    torch.manual_seed(1); b = ds[one[0][1]]          # another global random state: the same sample
+    assert torch.equal(a['clip'], b['clip']) and torch.equal(a['clip2'], b['clip2']) and torch.equal(a['frames'], b['frames'])
+    assert not torch.equal(a['clip'], a['clip2'])    # the second view has a seed of its own
+    i, seed = one[0][1]
+    assert not torch.equal(ds[(i, seed + 1)]['clip'], a['clip'])
+    sub = labelled_subset(ds, 0.5, seed=0)
+    assert isinstance(sub, KeyedSubset) and sub.keyed_samples
+    assert torch.equal(sub[(0, seed)]['clip'], ds[(sub.indices[0], seed)]['clip'])
+    assert [s['video'] for s in sub.__getitems__([(0, 1), (1, 2)])] == [sub.indices[0], sub.indices[1]]
+    assert ResumableBatchSampler(len(ds), 4, seed=3, world_size=1, rank=0).__iter__().__next__() == [k for k, _ in one[0]]

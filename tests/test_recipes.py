@@ -181,3 +181,14 @@ def test_a_third_party_method_package_is_found_and_trained(tmp_path, vssl_env):
     m = json.loads((vssl_env['runs'] / 'pretrain' / 'plugin' / 'metrics.json').read_text())
     assert m['train']['recipe'] == 'mean_pool' and m['train']['steps'] == 2 and 0 <= m['R@1'] <= 1
     assert 'mean_pool' not in R.all_recipes()   # this process never imported the plugin: it is not on its path
+
+
+def test_template_recipe_options_reach_the_recipe():
+    from vssl_nb.models import build_backbone
+    from vssl_nb.recipes import build_recipe
+    from vssl_nb.study import method_kwargs
+    kw = method_kwargs('cmd', 8, options='{"context_weight": 0.1}')
+    assert build_recipe('cmd', build_backbone('tiny'), **kw).context_weight == 0.1
+    assert method_kwargs('moco', 8, 1024, 0.99, {'queue_size': 64}) == {'queue_size': 64, 'momentum': 0.99}
+    for bad in ('[1]', '{bad', '3'):
+        with pytest.raises(ValueError, match='JSON object'): method_kwargs('cmd', 8, options=bad)

@@ -76,3 +76,32 @@ def test_calibrate_template_reports_every_reference_row(vssl_env):
         assert 0 <= m[k] <= 1, k
     assert abs(m['chance'] - 1 / 12) < 1e-9 and m['train_videos'] == 60 and m['supervised_10pct_videos'] == 12
     assert m['gt_oracle_acc'] >= 0.9, 'on the bundled samples the classes must be separable from the true motion'
+
+
+def test_pretrain_template_in_a_torchrun_group_matches_one_process(vssl_env):
+    # `-p nproc 2`: the training step runs in a torchrun group of two CPU processes (gloo), each with half of every batch of
+    # 8, and the notebook resumes the group's final checkpoint; with samples drawn from their own seeds (keyed sampler) the
+    # group computes one process's update: the same loss and weights, to float32 rounding (SGD: AdamW's first steps move every
+    # weight by ±lr whatever its gradient's size, so a gradient that rounding tips across zero moves it the other way)
+    runs = {}
+    for n in (1, 2):
+        r = vssl('run', 'pretrain', '-p', 'method', 'cmd', '-p', 'steps', 2, '-p', 'batch_size', 8, '-p', 'eval_clips', 1,
+                 '-p', 'optimizer', 'sgd', '-p', 'lr', 0.05,
+                 '-p', 'threads', 1, '-p', 'label_fractions', '0.5', '-p', 'nproc', n, '--run-id', f'n{n}')
+        assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
+        runs[n] = vssl_env['runs'] / 'pretrain' / f'n{n}'
+    m1, m2 = (json.loads((runs[n] / 'metrics.json').read_text()) for n in (1, 2))
+    assert m1['train']['steps'] == m2['train']['steps'] == 2
+    assert m2['final_loss'] == pytest.approx(m1['final_loss'], rel=1e-4)
+    assert (runs[2] / 'launch.pkl').exists() and not (runs[1] / 'launch.pkl').exists()
+    import torch
+    from vssl_nb.core import seed_everything
+    from vssl_nb.models import build_backbone
+    seed_everything(0); w0 = build_backbone('tiny').state_dict()   # the initial weights both runs started from
+    w1, w2 = (torch.load(runs[n] / 'backbone.pt', weights_only=True) for n in (1, 2))
+    assert w1.keys() == w2.keys()
+    for k in w1:   # the group's update is one process's update (to 1e-3 of its size here; a wrong split or sum is off by O(1))
+        if w1[k].is_floating_point():
+            assert (w2[k] - w1[k]).norm() <= 1e-2 * (w1[k] - w0[k]).norm(), k
+    events = [json.loads(l)['event'] for l in (runs[2] / 'events.jsonl').read_text().splitlines()]
+    assert events.count('first_step') == 1   # one process trained (process 0 of the group); the notebook only resumed

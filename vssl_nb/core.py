@@ -26,10 +26,11 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['THREADS_VAR', 'OPENMP_SPIN', 'RECORDED_PACKAGES', 'RUN_DIR_VAR', 'ATTEMPT_VAR', 'EXIT_INTERRUPTED', 'seed_everything',
-           'seed_worker', 'torch_generator', 'usable_cpus', 'free_cores', 'thread_env', 'apply_thread_policy',
-           'user_cache_root', 'vssl_path', 'data_dir', 'cache_dir', 'runs_dir', 'atomic_open', 'atomic_write',
-           'atomic_write_json', 'file_hash', 'params_hash', 'cache_key', 'package_versions', 'git_revision',
-           'RunRecord', 'current_attempt', 'current_run_dir', 'read_jsonl', 'save_metrics', 'progress', 'moved_names']
+           'seed_worker', 'torch_generator', 'sample_seed', 'sample_key', 'usable_cpus', 'free_cores', 'thread_env',
+           'apply_thread_policy', 'user_cache_root', 'vssl_path', 'data_dir', 'cache_dir', 'runs_dir', 'atomic_open',
+           'atomic_write', 'atomic_write_json', 'file_hash', 'params_hash', 'cache_key', 'package_versions',
+           'git_revision', 'RunRecord', 'current_attempt', 'current_run_dir', 'read_jsonl', 'save_metrics', 'progress',
+           'moved_names']
 
 # %% ../nbs/00_core.ipynb #16c3f27b
 def seed_everything(seed: int, deterministic: bool = True) -> int:
@@ -65,6 +66,19 @@ def torch_generator(seed: int):
     g = torch.Generator()
     g.manual_seed(int(seed))
     return g
+
+def sample_seed(seed: int, epoch: int, index: int, view: int = 0) -> int:
+    """The random seed of sample `index` in `epoch` of a run seeded `seed` (and of its `view`-th extra view): a hash of those
+    numbers alone, so a sample is drawn the same whichever process, worker or batch position loads it (`ResumableBatchSampler(keyed=True)`)."""
+    h = hashlib.blake2b(f"{int(seed)}:{int(epoch)}:{int(index)}:{int(view)}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, 'little') >> 2   # < 2**62, what `ClipDataset.load` draws when no seed is given
+
+def sample_key(key) -> tuple[int, int | None]:
+    "`(index, seed)` of a data set key: a plain index (seed None: draw from the global RNG) or an `(index, seed)` pair from a keyed sampler."
+    if isinstance(key, (tuple, list)):
+        if len(key) != 2: raise ValueError(f"a sample key is an index or an (index, seed) pair, got {key!r}")
+        return int(key[0]), int(key[1])
+    return int(key), None
 
 # %% ../nbs/00_core.ipynb #7c1e0a02
 THREADS_VAR = 'VSSL_THREADS'   # an explicit thread count for every run (else: the free cores)

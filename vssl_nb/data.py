@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .codec import CompressedVideo
+from .core import sample_key
 from .extract import VIDEO_EXTS, load_or_extract
 from .store import load_or_store, use_store
 
@@ -467,7 +468,9 @@ class ClipDataset(torch.utils.data.Dataset):
     default as decoded; in `store_dir`, default `<cache_dir>/store` when a `cache_dir` is given, else `$VSSL_CACHE/store`) —
     'on', 'off', or 'auto' (on when the decoded data set fits the store's budget); `store_reason` says why.
     `defer_transform`: draw the transform's random parameters per sample (as `transform(sample, g)` would) but return the
-    frames as uint8 with the parameters under `aug`, for `BatchAugment` to apply to whole batches on the training device."""
+    frames as uint8 with the parameters under `aug`, for `BatchAugment` to apply to whole batches on the training device.
+    A key is an index, or an `(index, seed)` pair (`keyed_samples`: a keyed sampler's pairs draw the sample from that seed)."""
+    keyed_samples = True
     def __init__(self, items, sampler: ClipSampler | None = None, transform=None,
                  cache_dir=None, block: int = 16, context: bool = True, motion: bool = True,
                  from_cache: bool = True, max_skips: int = 20, classes=None, per_frame_motion: bool = True,
@@ -504,12 +507,13 @@ class ClipDataset(torch.utils.data.Dataset):
             _REPORTED.add((str(item.path), reason))
             warnings.warn(f"skipping unreadable video {item.path} ({reason})", RuntimeWarning, stacklevel=3)
 
-    def __getitem__(self, i: int) -> dict:
-        vid, k = divmod(int(i), self.clips_per_video)
+    def __getitem__(self, key) -> dict:
+        i, seed = sample_key(key)
+        vid, k = divmod(i, self.clips_per_video)
         for _ in range(min(self.max_skips, len(self.items))):
             item = self.items[vid]
             if str(item.path) not in self.bad:
-                try: return self.load(vid, k)
+                try: return self.load(vid, k, seed)
                 except FrameSizeError: raise
                 except Exception as e: self._report(item, e)
             vid = (vid + 1) % len(self.items)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import time
@@ -16,9 +17,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from .core import seed_everything
+from .core import sample_key, sample_seed, seed_everything
 from .data import (BatchAugment, ClipSampler, Compose, clip_loader, dataset_items, eval_transform, frame_sizes, train_transform,
                            video_dataset)
+from .launch import Launch, fit_in_group, per_process_batch
 from .evaluate import (Features, evaluate_classifier, extract_features, extract_video_features, fine_tune, fit_linear_probe,
                               knn_accuracy, probe_accuracy, retrieval_recall)
 from .models import build_backbone
@@ -27,9 +29,10 @@ from .train import SupervisedRecipe, Trainer, build_recipe
 
 # %% auto #0
 __all__ = ['MOCO_BASED', 'PROTOCOLS', 'samples_root', 'StudyData', 'PretextViews', 'study_transform', 'pretext_dataset',
-           'batch_transform', 'pretext_loader', 'method_kwargs', 'pretrain', 'eval_loader', 'evaluate_retrieval',
-           'labelled_subset', 'train_supervised', 'parse_fractions', 'parse_protocols', 'label_efficiency',
-           'label_efficiency_metrics', 'plot_label_efficiency']
+           'batch_transform', 'pretext_loader', 'method_kwargs', 'pretrain', 'pretrain_trainer', 'eval_loader',
+           'evaluate_retrieval', 'KeyedSubset', 'labelled_subset', 'train_supervised', 'supervised_trainer',
+           'parse_fractions', 'parse_protocols', 'label_efficiency', 'label_efficiency_metrics',
+           'plot_label_efficiency']
 
 # %% ../nbs/08a_study.ipynb #0e2b5c4b
 def samples_root() -> Path:
@@ -88,16 +91,20 @@ class StudyData:
 
 # %% ../nbs/08a_study.ipynb #a58ddbad
 class PretextViews(Dataset):
-    "A clip dataset's samples plus `video_index` and, with `second_view`, a second view `clip2` of the same video."
+    """A clip dataset's samples plus `video_index` and, with `second_view`, a second view `clip2` of the same video
+    (keyed by an index or an `(index, seed)` pair, like `ClipDataset`: the second view's seed is derived from the first's)."""
+    keyed_samples = True
     def __init__(self, dataset, second_view: bool = False):
         self.dataset, self.second_view = dataset, second_view
     def __len__(self): return len(self.dataset)
-    def __getitem__(self, i: int) -> dict:
-        s = dict(self.dataset[i])
+    def __getitem__(self, key) -> dict:
+        i, seed = sample_key(key)
+        s = dict(self.dataset[key])
         s['video_index'] = s['video']
         if self.second_view:
-            other = self.dataset[i]          # a new random start and new augmentation parameters
-            if other['video'] != s['video']: other = self.dataset.load(s['video'])  # a skip moved it to another video
+            seed2 = None if seed is None else sample_seed(seed, 0, i, view=1)
+            other = self.dataset[i if seed2 is None else (i, seed2)]   # a new random start and new augmentation parameters
+            if other['video'] != s['video']: other = self.dataset.load(s['video'], seed=seed2)  # a skip moved it to another video
             s['clip2'] = other['clip']
             if 'aug' in other: s['aug2'] = other['aug']   # its augmentation, applied on the device (`BatchAugment`)
         return s
@@ -125,37 +132,51 @@ def batch_transform(data: StudyData, defer: bool = True):
 
 def pretext_loader(data: StudyData, keys, seed: int = 0, split: str = 'train', clip_frames: int | None = None, shuffle: bool = True,
                    defer: bool = False):
-    "A seeded loader of pretext batches holding `keys` (full batches only; `defer`: augmentation left to `batch_transform(data)`)."
+    """A seeded loader of pretext batches holding `keys` (full batches only; `defer`: augmentation left to `batch_transform(data)`;
+    in a torchrun group, this process's share of each batch of `data.batch_size`)."""
     ds = pretext_dataset(data, keys, split, clip_frames, defer)
     if len(ds) < data.batch_size:
         raise ValueError(f"{data.root} has {len(ds)} {split} videos, fewer than one batch of {data.batch_size}; lower batch_size")
-    return clip_loader(ds, batch_size=data.batch_size, shuffle=shuffle, workers=data.workers, seed=seed, drop_last=True)
+    return clip_loader(ds, batch_size=per_process_batch(data.batch_size), shuffle=shuffle, workers=data.workers, seed=seed, drop_last=True)
 
 # %% ../nbs/08a_study.ipynb #2fe041e0
 MOCO_BASED = ('moco', 'be', 'be_only', 'dsm')
 
-def method_kwargs(method: str, frames: int, queue_size: int = 1024, momentum: float = 0.99) -> dict:
+def method_kwargs(method: str, frames: int, queue_size: int = 1024, momentum: float = 0.99, options: str | dict = '') -> dict:
     """Recipe options a template passes for `method`: the MoCo queue and key-encoder momentum of the MoCo-based methods
     (the papers' 16384 and 0.999 suit ImageNet-length runs, not a thousand steps on a thousand videos), and DSM's clip
-    length (it cuts its temporal negative from a clip twice as long)."""
+    length (it cuts its temporal negative from a clip twice as long). `options`: any more of the recipe's options, a dict
+    or a JSON object as text (e.g. `'{"context_weight": 0.1}'` for `cmd`); they win over the ones above."""
     kw = dict(queue_size=queue_size, momentum=momentum) if method in MOCO_BASED else {}
     if method.startswith('dsm'): kw['clip_frames'] = frames
-    return kw
+    extra = options
+    if isinstance(options, str):
+        try: extra = json.loads(options) if options.strip() else {}
+        except json.JSONDecodeError as e: raise ValueError(f"recipe options must be a JSON object, got {options!r} ({e})") from None
+    if not isinstance(extra, dict): raise ValueError(f"recipe options must be a JSON object (name: value), got {options!r}")
+    return {**kw, **extra}
 
 def pretrain(method: str, data: StudyData, steps: int = 100, lr: float = 0.05, seed: int = 0, backbone: str = 'tiny',
              run_dir: str | os.PathLike | None = None, show_progress: bool = True, recipe_kwargs: dict | None = None,
-             **trainer_kwargs) -> Trainer:
-    "Pretrain `backbone` with recipe `method` on `data` for `steps` updates; return the trainer (`.recipe.backbone`, `.history`)."
+             launch: Launch | None = None, **trainer_kwargs) -> Trainer:
+    """Pretrain `backbone` with recipe `method` on `data` for `steps` updates; return the trainer (`.recipe.backbone`, `.history`).
+    `launch`: train in a torchrun group (`Launch(nproc=N)`, see `vssl_nb.launch`), each process with its share of the batch."""
+    kwargs = dict(method=method, data=data, steps=steps, lr=lr, seed=seed, backbone=backbone, run_dir=run_dir,
+                  show_progress=show_progress, recipe_kwargs=recipe_kwargs, **trainer_kwargs)
+    return fit_in_group(pretrain_trainer, kwargs, launch, run_dir)
+
+def pretrain_trainer(method: str, data: StudyData, steps: int = 100, lr: float = 0.05, seed: int = 0, backbone: str = 'tiny',
+                     run_dir: str | os.PathLike | None = None, show_progress: bool = True, recipe_kwargs: dict | None = None,
+                     **trainer_kwargs) -> Trainer:
+    "The trainer `pretrain` fits (not yet fitted): recipe `method` on `backbone`, the pretext loader and the batch augmentation of `data`."
     seed_everything(seed)
     recipe = build_recipe(method, build_backbone(backbone), **(recipe_kwargs or {}))
     clip_frames = (recipe_kwargs or {}).get('clip_frames')
     defer = data.batch_augment and recipe.trains
     loader = pretext_loader(data, recipe.required_keys + ('label',), seed=seed,
                             clip_frames=2 * clip_frames if clip_frames else None, defer=defer) if recipe.trains else []
-    trainer = Trainer(recipe, loader, steps=steps if recipe.trains else 0, lr=lr, seed=seed, run_dir=run_dir,
-                      show_progress=show_progress, batch_transform=batch_transform(data, defer), **trainer_kwargs)
-    trainer.fit()
-    return trainer
+    return Trainer(recipe, loader, steps=steps if recipe.trains else 0, lr=lr, seed=seed, run_dir=run_dir,
+                   show_progress=show_progress, batch_transform=batch_transform(data, defer), **trainer_kwargs)
 
 # %% ../nbs/08a_study.ipynb #1804d743
 def eval_loader(data: StudyData, split: str):
@@ -174,8 +195,18 @@ def evaluate_retrieval(backbone: torch.nn.Module, data: StudyData, ks=(1, 5, 10,
     return out
 
 # %% ../nbs/08a_study.ipynb #c7c08e2e
+class KeyedSubset(Subset):
+    "A `Subset` that passes a keyed sampler's `(index, seed)` pairs on to its data set (whose `keyed_samples` it shares)."
+    @property
+    def keyed_samples(self) -> bool: return getattr(self.dataset, 'keyed_samples', False)
+    def __getitem__(self, key):
+        i, seed = sample_key(key)
+        j = self.indices[i]
+        return self.dataset[j if seed is None else (j, seed)]
+    def __getitems__(self, keys): return [self[k] for k in keys]
+
 def labelled_subset(dataset, fraction: float, seed: int = 0) -> Subset:
-    "A class-stratified subset holding `fraction` of each class's videos (at least one per class)."
+    "A class-stratified subset holding `fraction` of each class's videos (at least one per class; a `KeyedSubset`)."
     if not 0 < fraction <= 1: raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
     base = dataset.dataset if isinstance(dataset, PretextViews) else dataset
     labels = np.array([it.label for it in base.items])
@@ -184,25 +215,34 @@ def labelled_subset(dataset, fraction: float, seed: int = 0) -> Subset:
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
         keep += idx[:max(1, round(fraction * len(idx)))].tolist()
-    return Subset(dataset, sorted(keep))
+    return KeyedSubset(dataset, sorted(keep))
 
 def train_supervised(data: StudyData, motion_weight: float = 0.0, label_fraction: float = 1.0, steps: int = 100, lr: float = 0.05,
                      seed: int = 0, backbone: str = 'tiny', run_dir=None, show_progress: bool = True, dropout: float = 0.5,
-                     return_model: bool = False, **trainer_kwargs):
-    "Train `backbone` + classifier from scratch on labels (+ motion prediction when `motion_weight` > 0); return test accuracies (and the trained recipe with `return_model`)."
+                     return_model: bool = False, launch: Launch | None = None, **trainer_kwargs):
+    """Train `backbone` + classifier from scratch on labels (+ motion prediction when `motion_weight` > 0); return test accuracies
+    (and the trained recipe with `return_model`). `launch`: train in a torchrun group (`vssl_nb.launch`); the evaluation runs here."""
+    kwargs = dict(data=data, motion_weight=motion_weight, label_fraction=label_fraction, steps=steps, lr=lr, seed=seed, backbone=backbone,
+                  run_dir=run_dir, show_progress=show_progress, dropout=dropout, **trainer_kwargs)
+    trainer = fit_in_group(supervised_trainer, kwargs, launch, run_dir)
+    out = evaluate_classifier(trainer.recipe, eval_loader(data, 'test'))
+    out = {**out, 'train_videos': len(trainer.loader.dataset)}
+    return (out, trainer.recipe) if return_model else out
+
+def supervised_trainer(data: StudyData, motion_weight: float = 0.0, label_fraction: float = 1.0, steps: int = 100, lr: float = 0.05,
+                       seed: int = 0, backbone: str = 'tiny', run_dir=None, show_progress: bool = True, dropout: float = 0.5,
+                       **trainer_kwargs) -> Trainer:
+    "The trainer `train_supervised` fits (not yet fitted): backbone + classifier on the `label_fraction` subset (this process's share of each batch)."
     seed_everything(seed)
     defer = data.batch_augment
     ds = pretext_dataset(data, ('clip', 'label') + (('motion',) if motion_weight > 0 else ()), defer=defer)
     train = labelled_subset(ds, label_fraction, seed)
-    bs = min(data.batch_size, len(train))
+    bs = per_process_batch(min(data.batch_size, len(train)))
     loader = clip_loader(train, batch_size=bs, shuffle=True, workers=data.workers, seed=seed, drop_last=True)
     n_cls = _num_classes(ds.dataset)  # the training set is already listed: do not list it again
     recipe = SupervisedRecipe(build_backbone(backbone), n_cls, motion_weight=motion_weight, dropout=dropout)
-    Trainer(recipe, loader, steps, lr=lr, seed=seed, run_dir=run_dir, show_progress=show_progress, batch_transform=batch_transform(data, defer),
-            **trainer_kwargs).fit()
-    out = evaluate_classifier(recipe, eval_loader(data, 'test'))
-    out = {**out, 'train_videos': len(train)}
-    return (out, recipe) if return_model else out
+    return Trainer(recipe, loader, steps, lr=lr, seed=seed, run_dir=run_dir, show_progress=show_progress,
+                   batch_transform=batch_transform(data, defer), **trainer_kwargs)
 
 # %% ../nbs/08a_study.ipynb #3c11afe9
 PROTOCOLS = ('linear', 'finetune')

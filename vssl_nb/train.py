@@ -23,8 +23,8 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, RandomSampler, Sampler, SequentialSampler
 
-from .core import (EXIT_INTERRUPTED, _fsync_dir, atomic_open, current_attempt, moved_names, progress, read_jsonl, save_metrics,
-                          seed_worker)
+from .core import (EXIT_INTERRUPTED, _fsync_dir, atomic_open, current_attempt, moved_names, progress, read_jsonl, sample_seed,
+                          save_metrics, seed_worker)
 from .losses import dist_info
 from .models import VideoBackbone, build_backbone
 from .recipes import PRESETS, MotionPrediction, RandomInit, Recipe, SupervisedRecipe, SyntheticClips
@@ -48,11 +48,13 @@ def warmup_cosine(step: int, total_steps: int, base_lr: float, warmup_steps: int
 
 # %% ../nbs/07_train.ipynb #c90b783b
 class ResumableBatchSampler(Sampler):
-    "Per-process batches of a seeded per-epoch permutation; `set_epoch(epoch, start)` starts at batch `start`."
+    """Per-process batches of a seeded per-epoch permutation; `set_epoch(epoch, start)` starts at batch `start`. `keyed`: yield
+    `(index, sample_seed(seed, epoch, index))` pairs instead of indices, for a data set that draws each sample from its own seed
+    (`keyed_samples`): then a global batch holds the same samples, drawn the same, on one process or split over several."""
     def __init__(self, n: int, batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = True,
-                 rank: int | None = None, world_size: int | None = None):
+                 rank: int | None = None, world_size: int | None = None, keyed: bool = False):
         r, w = dist_info()
-        self.n, self.batch_size, self.shuffle, self.seed, self.drop_last = n, batch_size, shuffle, seed, drop_last
+        self.n, self.batch_size, self.shuffle, self.seed, self.drop_last, self.keyed = n, batch_size, shuffle, seed, drop_last, keyed
         self.rank, self.world = (r if rank is None else rank), (w if world_size is None else world_size)
         if self.world > 1 and not drop_last: raise ValueError("with several processes every batch must be full: use drop_last=True")
         if n < batch_size * self.world and drop_last:
@@ -72,7 +74,7 @@ class ResumableBatchSampler(Sampler):
         for i in range(self.start, len(self)):
             chunk = order[i * g:(i + 1) * g]
             mine = chunk[self.rank * b:(self.rank + 1) * b]
-            if mine: yield mine
+            if mine: yield [(i, sample_seed(self.seed, self.epoch, i)) for i in mine] if self.keyed else mine
 
 def resumable_loader(loader, seed: int = 0):
     "`loader` over a `ResumableBatchSampler` seeded with `seed` when it is a plain shuffled or sequential `DataLoader`; any other loader as it is."
@@ -82,7 +84,8 @@ def resumable_loader(loader, seed: int = 0):
     if type(s) is RandomSampler and not s.replacement and s._num_samples is None: shuffle = True
     elif type(s) is SequentialSampler: shuffle = False
     else: return loader
-    try: sampler = ResumableBatchSampler(len(loader.dataset), bs.batch_size, shuffle, seed, bs.drop_last)
+    try: sampler = ResumableBatchSampler(len(loader.dataset), bs.batch_size, shuffle, seed, bs.drop_last,
+                                         keyed=getattr(loader.dataset, 'keyed_samples', False))
     except ValueError: return loader
     kw = dict(num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, timeout=loader.timeout,
               worker_init_fn=loader.worker_init_fn, multiprocessing_context=loader.multiprocessing_context,
@@ -94,7 +97,7 @@ def resumable_loader(loader, seed: int = 0):
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = True,
                 num_workers: int = 0, collate_fn=None, pin_memory: bool | None = None) -> DataLoader:
     "A `DataLoader` over `dataset` with a `ResumableBatchSampler` (per-process batches under torch.distributed) and seeded workers."
-    sampler = ResumableBatchSampler(len(dataset), batch_size, shuffle, seed, drop_last)
+    sampler = ResumableBatchSampler(len(dataset), batch_size, shuffle, seed, drop_last, keyed=getattr(dataset, 'keyed_samples', False))
     return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate_fn, worker_init_fn=seed_worker,
                       pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
                       persistent_workers=False)

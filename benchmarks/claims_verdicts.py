@@ -1,0 +1,148 @@
+"""Verdicts on the papers' claims, computed from the claims runs (`benchmarks/claims.sh`, records under benchmarks/runs/claims).
+
+Each claim compares two arms over their seeds (finished runs only). The verdict is a rule, applied the same way to every row:
+  holds         the difference has the claimed sign and Welch's t-test gives p < ALPHA;
+  reversed      the opposite sign, p < ALPHA (the measurement contradicts the claim);
+  not resolved  the difference is within what the seeds' spread allows (p >= ALPHA);
+  pending       fewer than MIN_SEEDS finished seeds in an arm.
+With three seeds per arm a t-test only resolves differences that are large next to the spread: "not resolved" is an honest
+"these runs cannot tell", not evidence of no effect. Before any claim, the yardstick: the supervised ceiling against the
+random-init floor and chance, on the same test videos; if the ceiling does not clear the floor, no verdict is drawn.
+
+  python benchmarks/claims_verdicts.py [--runs benchmarks/runs/claims] [--out benchmarks/results/claims_verdicts.md]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+from pathlib import Path
+
+from scipy import stats
+
+from vssl_nb.experiments import collect_results
+
+ALPHA, MIN_SEEDS, CHANCE = 0.05, 3, 1 / 12
+ROOT = Path(__file__).resolve().parent
+
+
+def arm_values(rows: list[dict], metric: str, **params) -> list[float]:
+    "The finished runs' `metric` among `rows` whose parameters equal `params` (one value per seed)."
+    out = []
+    for r in rows:
+        if r.get('status') != 'ok': continue
+        if all(_same(r.get(f'param.{k}'), v) for k, v in params.items()):
+            v = r.get(f'metric.{metric}')
+            if isinstance(v, (int, float)) and math.isfinite(v): out.append(float(v))
+    return out
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)): return math.isclose(a, b)
+    return a == b
+
+
+def summary(v: list[float]) -> str:
+    if not v: return 'no runs'
+    sd = statistics.stdev(v) if len(v) > 1 else 0.0
+    return f"{statistics.mean(v):.3f} ± {sd:.3f} (n={len(v)})"
+
+
+def compare(a: list[float], b: list[float]) -> dict:
+    "Arm `a` against arm `b`: the difference of means, Welch's p and the verdict for the claim a > b."
+    out = dict(a=summary(a), b=summary(b), diff=None, p=None)
+    if len(a) < MIN_SEEDS or len(b) < MIN_SEEDS:
+        out['verdict'] = 'pending'
+        return out
+    diff = statistics.mean(a) - statistics.mean(b)
+    if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0: p = 0.0 if diff else 1.0
+    else: p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    out.update(diff=diff, p=p, verdict='not resolved' if p >= ALPHA else ('holds' if diff > 0 else 'reversed'))
+    return out
+
+
+def row(claim: str, a_name: str, b_name: str, metric: str, c: dict) -> str:
+    diff = '' if c['diff'] is None else f"{c['diff']:+.3f}"
+    p = '' if c['p'] is None else f"{c['p']:.3f}"
+    return f"| {claim} | {metric} | {a_name}: {c['a']} | {b_name}: {c['b']} | {diff} | {p} | **{c['verdict']}** |"
+
+
+def verdicts(runs: Path) -> str:
+    pre = collect_results('pretrain', runs=runs).rows
+    sup = collect_results('supervised', runs=runs).rows
+    sb = collect_results('scenebias', runs=runs).rows
+    P = lambda method, metric: arm_values(pre, metric, method=method)
+    S = lambda frac, mw: arm_values(sup, 'video_acc', label_fraction=frac, motion_weight=mw)
+    B = lambda method, metric: arm_values(sb, metric, method=method)
+
+    lines = ["## Verdicts", "",
+             "Computed by `benchmarks/claims_verdicts.py` from the runs above: the difference of the seed means (A − B), Welch's",
+             f"t-test p, and a rule applied alike to every row: **holds** (claimed sign, p < {ALPHA}), **reversed** (opposite sign,",
+             f"p < {ALPHA}), **not resolved** (within the seeds' spread), **pending** (fewer than {MIN_SEEDS} finished seeds).",
+             "Three seeds resolve only differences that are large next to their spread.", ""]
+
+    # the yardstick first: can this world tell a trained model from a random one?
+    ceiling, floor = S(1.0, 0.0), P('none', 'linear@1.0_video_acc')
+    yard = compare(ceiling, floor)
+    lines += ["### The yardstick", "",
+              "| reference | video accuracy on the test videos |", "|---|---|",
+              f"| supervised from scratch, all labels (ceiling) | {summary(ceiling)} |",
+              f"| random init, linear probe on all labels (floor) | {summary(floor)} |",
+              f"| chance | {CHANCE:.3f} |", ""]
+    if yard['verdict'] == 'holds':
+        lines += [f"The ceiling clears the floor by {yard['diff']:.3f} (p = {yard['p']:.3g}), and the floor clears chance by "
+                  f"{statistics.mean(floor) - CHANCE:+.3f}: the benchmark discriminates, and the claims below are judged on it.", ""]
+    elif yard['verdict'] == 'pending':
+        lines += [f"Pending: fewer than {MIN_SEEDS} finished seeds in a reference row; the verdicts below wait for them.", ""]
+    else:
+        lines += [f"The ceiling does not clear the floor ({yard['verdict']}): no claim below can be judged on this world.", ""]
+
+    header = ["| claim | metric | A | B | A − B | p | verdict |", "|---|---|---|---|---|---|---|"]
+    lines += ["### Context-and-motion decoupling (Huang et al., CVPR 2021)", "",
+              "The paper: CMD beats prior self-supervised methods on UCF101/HMDB51 retrieval (+16.0 / +11.1 points of recall),",
+              "both of its tasks contribute, and motion prediction as an auxiliary task adds 7.4 to 13.8 points to supervised",
+              "action recognition.", ""] + header
+    for metric in ('R@1', 'linear@1.0_video_acc'):
+        for other in ('simclr', 'moco', 'be', 'dsm'):
+            lines.append(row('CMD beats prior self-supervised methods', 'cmd', other, metric, compare(P('cmd', metric), P(other, metric))))
+        for ablation in ('cmd_context_only', 'cmd_motion_only'):
+            lines.append(row('both tasks contribute (CMD beats each alone)', 'cmd', ablation, metric,
+                             compare(P('cmd', metric), P(ablation, metric))))
+    for frac in (1.0, 0.1):
+        c = compare(S(frac, 1.0), S(frac, 0.0))
+        lines.append(row(f'motion prediction helps supervised training ({frac:.0%} of the labels)', 'with motion', 'without',
+                         'video_acc', c))
+    lines += ["", "Self-supervised pretraining against random init (the premise of every method here):", ""] + header
+    for method in ('cmd', 'cmd_context_only', 'cmd_motion_only', 'simclr', 'moco', 'be', 'dsm'):
+        for metric in ('R@1', 'linear@0.1_video_acc'):
+            lines.append(row('pretraining beats random init', method, 'none', metric, compare(P(method, metric), P('none', metric))))
+
+    lines += ["", "### Scene bias: Background Erasing (Wang et al., CVPR 2021) and DSM (Wang et al., AAAI 2021)", "",
+              "The papers: on top of MoCo, BE and DSM make the representation rely less on the scene and more on the motion,",
+              "with large gains on UCF101/HMDB51. Here: pretrained on scenes biased to the class (p=0.9), probed on unbiased",
+              "test videos (probe_test_acc, higher is better) and on static clips of the biased training videos",
+              "(scene_only_acc: answering from the scene, lower is better; the table compares MoCo − method for it).", ""] + header
+    for method in ('be', 'dsm'):
+        lines.append(row('beats MoCo on unbiased test videos', method, 'moco', 'probe_test_acc',
+                         compare(B(method, 'probe_test_acc'), B('moco', 'probe_test_acc'))))
+        lines.append(row('relies less on the scene than MoCo', 'moco', method, 'scene_only_acc',
+                         compare(B('moco', 'scene_only_acc'), B(method, 'scene_only_acc'))))
+        lines.append(row('attends to the moving sprite more than MoCo', method, 'moco', 'mask_share',
+                         compare(B(method, 'mask_share'), B('moco', 'mask_share'))))
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--runs', default=str(ROOT / 'runs' / 'claims'))
+    ap.add_argument('--out', default=str(ROOT / 'results' / 'claims_verdicts.md'))
+    a = ap.parse_args(argv)
+    text = verdicts(Path(a.runs))
+    Path(a.out).write_text(text, encoding='utf-8')
+    print(text)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
