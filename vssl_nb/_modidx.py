@@ -654,6 +654,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'vssl_nb.samples.sample_data': ('samples.html#sample_data', 'vssl_nb/samples.py'),
                                  'vssl_nb.samples.samples_are_current': ('samples.html#samples_are_current', 'vssl_nb/samples.py')},
             'vssl_nb.segmentation': { 'vssl_nb.segmentation._as_array': ('segmentation.html#_as_array', 'vssl_nb/segmentation.py'),
+                                      'vssl_nb.segmentation._frames': ('segmentation.html#_frames', 'vssl_nb/segmentation.py'),
                                       'vssl_nb.segmentation._many': ('segmentation.html#_many', 'vssl_nb/segmentation.py'),
                                       'vssl_nb.segmentation._paired': ('segmentation.html#_paired', 'vssl_nb/segmentation.py'),
                                       'vssl_nb.segmentation._pool': ('segmentation.html#_pool', 'vssl_nb/segmentation.py'),

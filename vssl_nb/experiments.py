@@ -368,13 +368,15 @@ def _run_rows(root: Path, experiment: str | None) -> list[dict]:
             except json.JSONDecodeError:
                 print(f"skipping {run}: record.json is not valid JSON", file=sys.stderr); continue
             params = rec.get('params', {})
-            # the defaults the run itself ran with: its executed notebook's parameters cell (the template file may have changed since)
-            executed = run / rec.get('notebook', '')
-            source = str(executed) if rec.get('notebook') and executed.is_file() else rec.get('template')
-            if source not in template_defaults:
-                try: template_defaults[source] = {k: v['default'] for k, v in declared_parameters(source).items()}
-                except Exception: template_defaults[source] = {}
-            defaults = template_defaults[source]
+            # the defaults the run itself ran with: the parameters cell of the notebook it executed (the template file may have
+            # changed since), read once per template version (its recorded hash)
+            key = (rec.get('template'), rec.get('template_hash'))
+            if key not in template_defaults:
+                executed = run / rec.get('notebook', '')
+                source = str(executed) if rec.get('notebook') and executed.is_file() else rec.get('template')
+                try: template_defaults[key] = {k: v['default'] for k, v in declared_parameters(source).items()}
+                except Exception: template_defaults[key] = {}
+            defaults = template_defaults[key]
             params = {k: (parse_value(v) if isinstance(v, str) else v) for k, v in defaults.items()} | params
             metrics_path = run / 'metrics.json'
             try: metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}

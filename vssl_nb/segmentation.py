@@ -73,15 +73,20 @@ def _paired(gt, pred) -> tuple[list[np.ndarray], list[np.ndarray]]:
         if len(g) != len(p): raise ValueError(f"video {v}: {len(g)} ground-truth frames but {len(p)} predicted")
     return gts, preds
 
+def _frames(gt, pred, exclude: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    "Ground truth and prediction of every frame, pooled over the videos, without the frames whose ground truth is `exclude`."
+    g, p = (np.concatenate(x) for x in _paired(gt, pred))
+    if exclude is None: return g, p
+    keep = g != exclude
+    return g[keep], p[keep]
+
 def hungarian_match(pred, gt, exclude: int | None = None) -> dict[int, int]:
     """Map clusters to classes so that the frames they share, pooled over all videos given (one activity), are most.
 
     `pred`, `gt`: one video's labels or lists of them. Frames whose ground truth is `exclude` (a
     background label) take no part. Solved by `scipy.optimize.linear_sum_assignment`; returns
     {cluster: class} for the matched clusters."""
-    gts, preds = _paired(gt, pred)
-    g, p = np.concatenate(gts), np.concatenate(preds)
-    if exclude is not None: keep = g != exclude; g, p = g[keep], p[keep]
+    g, p = _frames(gt, pred, exclude)
     clusters, classes = np.unique(p), np.unique(g)
     if len(clusters) == 0 or len(classes) == 0: return {}
     overlap = np.zeros((len(clusters), len(classes)), dtype=np.int64)
@@ -99,9 +104,7 @@ def relabel(pred, mapping: dict[int, int], unmatched: int = -1):
 # %% ../nbs/08c_segmentation.ipynb #6270436e
 def mof(gt, pred, exclude: int | None = None) -> float:
     "Mean over frames: the share of frames (pooled over the videos) whose predicted class is the true one."
-    gts, preds = _paired(gt, pred)
-    g, p = np.concatenate(gts), np.concatenate(preds)
-    if exclude is not None: keep = g != exclude; g, p = g[keep], p[keep]
+    g, p = _frames(gt, pred, exclude)
     return float((g == p).mean()) if len(g) else float('nan')
 
 def segments(labels) -> list[tuple[int, int, int]]:
@@ -136,9 +139,7 @@ def f1_segments(gt, pred, iou_threshold: float = 0.5, exclude: int | None = None
 def iou_jaccard(gt, pred, exclude: int | None = None) -> float:
     """Jaccard index |gt=c ∧ pred=c| / |gt=c ∨ pred=c| of each class c, on the frames pooled over the videos, averaged
     over the classes present in the ground truth or the prediction (not -1, the unmatched cluster, nor `exclude`)."""
-    gts, preds = _paired(gt, pred)
-    g, p = np.concatenate(gts), np.concatenate(preds)
-    if exclude is not None: keep = g != exclude; g, p = g[keep], p[keep]
+    g, p = _frames(gt, pred, exclude)
     classes = [c for c in np.union1d(g, p) if c != -1 and c != exclude]
     if not classes: return float('nan')
     return float(np.mean([np.sum((g == c) & (p == c)) / np.sum((g == c) | (p == c)) for c in classes]))
@@ -159,8 +160,7 @@ def equal_split(n_frames: int, K: int) -> np.ndarray:
 
 def kmeans_activity(features: Sequence, K: int, seed: int = 0, n_init: int = 10) -> list[np.ndarray]:
     "K-means (scikit-learn, seeded) on the frames of all videos of one activity pooled; the cluster of each frame, per video."
-    try: from sklearn.cluster import KMeans
-    except ImportError as e: raise ImportError('kmeans_activity needs scikit-learn: pip install scikit-learn') from e
+    from sklearn.cluster import KMeans   # a requirement; imported here so that importing this module stays light
     feats = [_as_array(f, 'features', 2).astype(np.float64) for f in features]
     if not feats: raise ValueError('features must hold at least one video')
     total = sum(len(f) for f in feats)

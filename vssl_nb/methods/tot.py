@@ -69,7 +69,7 @@ def sinkhorn_plan(scores: torch.Tensor, eps: float = 0.08, iters: int = 3, prior
 @torch.no_grad()
 def sinkhorn_codes(scores: torch.Tensor, eps: float = 0.08, iters: int = 3, prior: torch.Tensor | None = None) -> torch.Tensor:
     "TOT's pseudo-labels: N × `sinkhorn_plan(scores, eps, iters, prior)`, so each frame's row is a distribution over the K clusters."
-    return sinkhorn_plan(scores, eps, iters, prior) * _check_scores(scores)[0].shape[1]
+    return sinkhorn_plan(scores, eps, iters, prior) * scores.shape[-2]
 
 # %% ../../nbs/methods/tot.ipynb #e875f94f
 class TOTModel(nn.Module):
