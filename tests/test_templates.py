@@ -105,3 +105,28 @@ def test_pretrain_template_in_a_torchrun_group_matches_one_process(vssl_env):
             assert (w2[k] - w1[k]).norm() <= 1e-2 * (w1[k] - w0[k]).norm(), k
     events = [json.loads(l)['event'] for l in (runs[2] / 'events.jsonl').read_text().splitlines()]
     assert events.count('first_step') == 1   # one process trained (process 0 of the group); the notebook only resumed
+
+
+def test_segment_template_on_the_tiny_activities(vssl_env):
+    "TOT on the world's true motion, k-means on a random backbone's features, and the supervised reference, end to end."
+    r = vssl('run', 'segment', '-p', 'method', 'tot', '-p', 'steps', 30, '-p', 'freeze_prototypes_steps', 10, '-p', 'threads', 1,
+             '--run-id', 'tot')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (vssl_env['data'] / 'synth-activities-tiny' / 'features' / 'truth' / 'manifest.json').is_file()
+    run = vssl_env['runs'] / 'segment' / 'tot'
+    m = json.loads((run / 'metrics.json').read_text())
+    assert m['activities'] == 2 and m['videos'] == 8 and m['feature_dim'] == 5
+    assert all(0 <= m[k] <= 1 for k in ('mof', 'f1', 'iou', 'mof_fg', 'f1_fg', 'iou_fg'))
+    rows = json.loads((run / 'activities.json').read_text())
+    assert [r['activity'] for r in rows] == ['activity01', 'activity02', 'mean'] and rows[0]['K'] >= 4
+    r = vssl('run', 'segment', '-p', 'method', 'kmeans', '-p', 'features', 'random', '-p', 'hop', 4, '-p', 'threads', 1,
+             '--run-id', 'km')
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((vssl_env['runs'] / 'segment' / 'km' / 'metrics.json').read_text())
+    assert m['feature_dim'] == 128 and 0 <= m['mof'] <= 1
+    r = vssl('run', 'segment', '-p', 'method', 'supervised', '-p', 'threads', 1, '--run-id', 'sup')
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((vssl_env['runs'] / 'segment' / 'sup' / 'metrics.json').read_text())
+    assert m['videos'] == 2 and 0 <= m['mof'] <= 1          # scored on the test videos only (one per activity)
+    r = vssl('run', 'segment', '-p', 'method', 'kmeans++', '--run-id', 'bad')
+    assert r.returncode == 1 and "unknown method 'kmeans++'" in r.stderr

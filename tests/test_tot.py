@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from vssl_nb.methods.tot import (fit_tot, predict, sinkhorn_codes, sinkhorn_plan, temporal_prior)
+import vssl_nb.methods.tot as tot
+from vssl_nb.methods.tot import (TOTModel, fit_tot, log_temporal_prior, predict, sinkhorn_codes, sinkhorn_plan,
+                                 temporal_prior)
 from vssl_nb.segmentation import (equal_split, f1_segments, hungarian_match, iou_jaccard, mof, relabel,
                                   score_activity, viterbi_ordered)
 
@@ -61,6 +63,136 @@ def test_plan_equals_pot():
     M = -(P[0] + eps * T.log()).numpy()
     pot = ot.sinkhorn(np.full(N, 1 / N), np.full(K, 1 / K), M, eps, numItermax=3, stopThr=0.0)
     assert np.abs(sinkhorn_plan(P[0], eps, 3).numpy() - pot).max() > 1e-4
+
+
+def _reference_plan(P, eps, iters, log_prior=None):
+    "Log-domain Sinkhorn-Knopp in float64 numpy/scipy, one video (N, K) at a time, written apart from the library: columns, then rows."
+    from scipy.special import logsumexp
+    P = np.asarray(P, dtype=np.float64)
+    N, K = P.shape
+    L = P / eps + (0 if log_prior is None else np.asarray(log_prior, dtype=np.float64))
+    f = np.zeros(N)
+    for _ in range(iters):
+        g = -np.log(K) - logsumexp(L + f[:, None], axis=0)
+        f = -np.log(N) - logsumexp(L + g[None], axis=1)
+    return np.exp(L + f[:, None] + g[None])
+
+
+@pytest.fixture
+def path_spy(monkeypatch):
+    "Counts the calls of the numpy path that returned and that raised, and of the torch path."
+    counts = {'numpy': 0, 'numpy_raised': 0, 'torch': 0}
+    numpy_path, torch_path = tot._sinkhorn_numpy, tot._sinkhorn_torch
+    def spy_numpy(*args):
+        try: out = numpy_path(*args)
+        except FloatingPointError: counts['numpy_raised'] += 1; raise
+        counts['numpy'] += 1
+        return out
+    def spy_torch(*args):
+        counts['torch'] += 1
+        return torch_path(*args)
+    monkeypatch.setattr(tot, '_sinkhorn_numpy', spy_numpy)
+    monkeypatch.setattr(tot, '_sinkhorn_torch', spy_torch)
+    return counts
+
+
+def test_log_prior_cache_serves_what_a_fresh_call_computes():
+    for N, K, sigma, dtype in [(40, 6, 1.5, torch.float32), (40, 6, 0.7, torch.float32), (13, 5, 1.5, torch.float64)]:
+        cached = log_temporal_prior(N, K, sigma, dtype)
+        assert cached.dtype == dtype and cached.shape == (N, K)
+        assert torch.equal(cached, temporal_prior(N, K, sigma, dtype).log())
+        assert log_temporal_prior(N, K, sigma, dtype, 'cpu') is cached               # served from the cache
+    assert not torch.equal(log_temporal_prior(40, 6, 0.7), log_temporal_prior(40, 6, 1.5))
+    with pytest.raises(ValueError, match='N=0'): log_temporal_prior(0, 4)
+    torch.manual_seed(0)
+    P = torch.rand(2, 40, 6) * 2 - 1
+    assert torch.equal(sinkhorn_plan(P, log_prior=log_temporal_prior(40, 6)), sinkhorn_plan(P, prior=temporal_prior(40, 6)))
+    with pytest.raises(ValueError, match='not both'): sinkhorn_plan(P, prior=temporal_prior(40, 6), log_prior=log_temporal_prior(40, 6))
+    with pytest.raises(ValueError, match=r'log_prior must be \(40, 6\)'): sinkhorn_plan(P, log_prior=log_temporal_prior(41, 6))
+    with pytest.raises(ValueError, match=r'\(2, 40, 6\)'): sinkhorn_plan(P, prior=temporal_prior(40, 6).expand(3, 40, 6))
+
+
+@pytest.mark.parametrize('dtype, tol', [(torch.float64, 1e-15), (torch.float32, 1e-7)])
+def test_numpy_path_equals_torch_path_and_the_reference(dtype, tol, path_spy):
+    torch.manual_seed(2)
+    P = (torch.rand(3, 50, 7) * 2 - 1).to(dtype)
+    L = log_temporal_prior(50, 7, dtype=dtype)
+    for iters in (1, 3, 25):
+        via_numpy = tot._sinkhorn_numpy(P, L, 0.08, iters, 1 / 50)
+        via_torch = tot._sinkhorn_torch(P, L, 0.08, iters, 1 / 50)
+        assert via_numpy.dtype == via_torch.dtype == dtype and via_numpy.shape == (3, 50, 7) and via_numpy.is_contiguous()
+        assert (via_numpy - via_torch).abs().max() < tol
+        for b in range(3):
+            assert np.abs(via_numpy[b].double().numpy() - _reference_plan(P[b], 0.08, iters, L)).max() < max(tol, 1e-12)
+        # codes: the last row step scales to 1 instead of 1/N, on both paths
+        assert torch.allclose(tot._sinkhorn_numpy(P, L, 0.08, iters, 1.0), via_numpy * 50, atol=50 * tol)
+        assert torch.allclose(tot._sinkhorn_torch(P, L, 0.08, iters, 1.0), via_torch * 50, atol=50 * tol)
+    path_spy.update(numpy=0, torch=0)
+    plan = sinkhorn_plan(P, log_prior=L)
+    assert path_spy == {'numpy': 1, 'numpy_raised': 0, 'torch': 0}        # small CPU input: the numpy path, nothing else
+    assert torch.equal(plan, tot._sinkhorn_numpy(P, L, 0.08, 3, 1 / 50))
+
+
+@pytest.mark.filterwarnings('ignore:Sinkhorn did not converge')
+def test_float64_plan_equals_pot_to_1e_10_on_every_path():
+    ot = pytest.importorskip('ot', reason='POT (pip install pot, a dev requirement) is needed to compare with ot.sinkhorn')
+    torch.manual_seed(3)
+    N, K, eps = 256, 10, 0.08
+    P = torch.rand(2, N, K, dtype=torch.float64) * 2 - 1
+    L = log_temporal_prior(N, K, dtype=torch.float64)
+    for iters in (3, 20):
+        plans = {'sinkhorn_plan': sinkhorn_plan(P, eps, iters, log_prior=L), 'numpy': tot._sinkhorn_numpy(P, L, eps, iters, 1 / N),
+                 'torch': tot._sinkhorn_torch(P, L, eps, iters, 1 / N)}
+        for b in range(2):
+            pot = ot.sinkhorn(np.full(N, 1 / N), np.full(K, 1 / K), -(P[b] + eps * L).numpy(), eps, numItermax=iters, stopThr=0.0)
+            for name, Q in plans.items():
+                assert np.abs(Q[b].numpy() - pot).max() < 1e-10, (name, iters, b)
+
+
+def test_overflow_and_underflow_fall_back_and_stay_correct(path_spy):
+    torch.manual_seed(4)
+    N, K = 40, 6
+    P = torch.rand(2, N, K, dtype=torch.float64) * 2 - 1
+    L = log_temporal_prior(N, K, dtype=torch.float64)
+    # scores near 10: P/eps ~ 125 overflows float32's exp (max ~88.7); numpy raises, the torch path shifts by the max
+    Q = sinkhorn_plan((P + 10).float(), 0.08, 3, log_prior=L.float())
+    assert path_spy == {'numpy': 0, 'numpy_raised': 1, 'torch': 1}
+    assert torch.isfinite(Q).all()
+    for b in range(2): assert np.abs(Q[b].double().numpy() - _reference_plan(P[b] + 10, 0.08, 3, L)).max() < 1e-6
+    # eps = 0.001: log G spans ~2000, exp underflows even in float64 (below ~-708): the log-domain path
+    path_spy.update(numpy=0, numpy_raised=0, torch=0)
+    for dtype, tol in [(torch.float64, 1e-12), (torch.float32, 1e-5)]:
+        Q = sinkhorn_plan(P.to(dtype), 0.001, 3, log_prior=L.to(dtype))
+        assert torch.isfinite(Q).all()
+        assert torch.allclose(Q.sum(2), torch.full((2, N), 1 / N, dtype=dtype), atol=tol, rtol=0)     # rows: exactly 1/N
+        for b in range(2): assert np.abs(Q[b].double().numpy() - _reference_plan(P[b], 0.001, 3, L)).max() < tol
+        # columns approach 1/K as the iterations go on (slowly at so small an eps: 0.09 off after 10, 6e-5 after 3000)
+        Qc = sinkhorn_plan(P.to(dtype), 0.001, 3000, log_prior=L.to(dtype))
+        assert torch.allclose(Qc.sum(1), torch.full((2, K), 1 / K, dtype=dtype), atol=1e-4, rtol=0)
+        assert torch.allclose(Qc.sum(2), torch.full((2, N), 1 / N, dtype=dtype), atol=tol, rtol=0)
+    assert path_spy['numpy_raised'] == 4 and path_spy['numpy'] == 0 and path_spy['torch'] == 4
+    # too large for the numpy path: the torch path, same plan
+    big = torch.rand(2, 4000, 10) * 2 - 1
+    assert big.numel() > tot.NUMPY_MAX_SCORES
+    path_spy.update(numpy=0, numpy_raised=0, torch=0)
+    Qbig = sinkhorn_plan(big, log_prior=log_temporal_prior(4000, 10))
+    assert path_spy == {'numpy': 0, 'numpy_raised': 0, 'torch': 1}
+    assert (Qbig - tot._sinkhorn_numpy(big, log_temporal_prior(4000, 10), 0.08, 3, 1 / 4000)).abs().max() < 1e-9
+
+
+def test_plan_has_no_gradient_and_checks_its_input():
+    P = (torch.rand(2, 30, 4) * 2 - 1).requires_grad_()
+    T = temporal_prior(30, 4).requires_grad_()
+    for Q in (sinkhorn_plan(P, prior=T), sinkhorn_codes(P, prior=T), sinkhorn_plan(P.double(), 0.001, prior=T)):
+        assert not Q.requires_grad and Q.grad_fn is None
+    assert P.grad is None
+    with pytest.raises(TypeError, match='floating-point'): sinkhorn_plan(torch.ones(2, 30, 4, dtype=torch.long))
+    with pytest.raises(TypeError, match='torch tensor'): sinkhorn_plan(np.ones((30, 4)))
+    with pytest.raises(ValueError, match='eps must be positive, got 0'): sinkhorn_plan(P, eps=0)
+    with pytest.raises(ValueError, match='iters must be at least 1'): sinkhorn_plan(P, iters=0)
+    if hasattr(torch, 'bfloat16'):          # a dtype numpy lacks: the torch path (log domain: bfloat16 has no range margin)
+        Qb = sinkhorn_plan(P.detach().bfloat16(), log_prior=log_temporal_prior(30, 4, dtype=torch.bfloat16))
+        assert Qb.dtype == torch.bfloat16 and torch.allclose(Qb.float().sum(2), torch.full((2, 30), 1 / 30), atol=1e-3)
 
 
 def test_hungarian_mof_hand_case():
@@ -143,3 +275,66 @@ def test_fit_tot_lowers_its_loss_and_beats_the_equal_split():
     split = score_activity([equal_split(len(v), K) for v in videos], truth)
     assert ours['mof'] > split['mof'] + 0.05, (ours, split)
     with pytest.raises(ValueError, match='fewer than K=4'): fit_tot([torch.zeros(3, 16)], K, steps=1)
+
+
+def _small_activity(n_videos=6, K=3, D=8, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(K, D, generator=gen) * 2
+    videos = []
+    for _ in range(n_videos):
+        y = torch.repeat_interleave(torch.arange(K), torch.randint(8, 15, (K,), generator=gen))
+        videos.append(centres[y] + torch.randn(len(y), D, generator=gen))
+    return videos
+
+
+@pytest.mark.parametrize('steps, every, expected', [(7, 3, [0, 3, 6]), (8, 3, [0, 3, 6, 7]), (4, 1, [0, 1, 2, 3]), (5, 10, [0, 4])])
+def test_fit_tot_callback_steps_and_info(steps, every, expected):
+    videos, K = _small_activity(), 3
+    calls = []
+    def record(step, model, info):
+        assert model.training
+        model.eval()                     # fit_tot puts it back in train mode
+        calls.append((step, info))
+    model, hist = fit_tot(videos, K, steps=steps, freeze_prototypes_steps=2, frames_per_video=20, n_splits=4, seed=1,
+                          callback=record, callback_every=every)
+    assert [s for s, _ in calls] == expected and len(hist) == steps and not model.training
+    for step, info in calls:
+        assert set(info) == {'step', 'loss', 'cross_entropy', 'coherence', 'videos', 'frames', 'scores', 'codes'}
+        assert info['step'] == step and {k: info[k] for k in hist[step]} == hist[step]
+        B, n = info['frames'].shape
+        assert B == 2 and info['videos'].shape == (2,) and info['videos'].dtype == torch.long
+        assert info['scores'].shape == info['codes'].shape == (B, n, K) and n == min(20, *(len(videos[i]) for i in info['videos']))
+        assert not info['scores'].requires_grad and not info['codes'].requires_grad
+        assert torch.allclose(info['codes'].sum(-1), torch.ones(B, n), atol=1e-5)
+        assert torch.allclose(info['codes'], sinkhorn_codes(info['scores'], log_prior=log_temporal_prior(n, K)))
+        for f, v in zip(info['frames'], info['videos']):
+            assert (f.diff() > 0).all() and f.max() < len(videos[v])            # sorted, distinct, inside the video
+
+
+def test_fit_tot_callback_sees_the_batch_it_describes_and_does_not_change_training():
+    videos, K = _small_activity(), 3
+    first = {}
+    def keep_first(step, model, info):
+        if step == 0: first.update(info)
+    _, hist = fit_tot(videos, K, steps=5, frames_per_video=20, n_splits=4, seed=3, callback=keep_first)
+    _, hist_plain = fit_tot(videos, K, steps=5, frames_per_video=20, n_splits=4, seed=3)
+    assert hist == hist_plain                                                  # the hook leaves the training as it was
+    with torch.random.fork_rng(devices=[]):                                   # the model as fit_tot builds it, before step 0
+        torch.manual_seed(3); start = TOTModel(videos[0].shape[1], K)
+    x = torch.stack([videos[int(v)][f] for v, f in zip(first['videos'], first['frames'])])
+    assert torch.allclose(start(x)[1], first['scores'], atol=1e-6)              # indices and scores belong together
+
+
+def test_fit_tot_callback_stops_training():
+    videos, K = _small_activity(), 3
+    seen = []
+    def stop_at_4(step, model, info):
+        seen.append(step)
+        return step == 4
+    model, hist = fit_tot(videos, K, steps=50, frames_per_video=20, n_splits=4, callback=stop_at_4, callback_every=2)
+    assert seen == [0, 2, 4] and len(hist) == 5 and hist[-1]['step'] == 4 and not model.training
+    with pytest.raises(TypeError, match="return None, False or True.*got 'yes' at step 0"):
+        fit_tot(videos, K, steps=3, callback=lambda step, model, info: 'yes')
+    with pytest.raises(ValueError, match='callback_every must be at least 1, got 0'):
+        fit_tot(videos, K, steps=3, callback=lambda *a: None, callback_every=0)
+    with pytest.raises(TypeError, match='callback must be callable'): fit_tot(videos, K, steps=3, callback=3)

@@ -24,6 +24,7 @@ COMMANDS = {
     'results':    ('vssl_nb.experiments', 'results', "gather every run's parameters and metrics into one table (CSV + Markdown)"),
     'extract':    ('vssl_nb.extract', 'extract', "extract keyframes and motion vectors of a folder of videos into a cache"),
     'synth':      ('vssl_nb.world.presets', 'synth', "generate a synthetic video data set with ground truth"),
+    'frame-features': ('vssl_nb.frame_features', 'frame_features', "per-frame features of an activity data set's videos (a backbone, or the world's truth) into ROOT/features/<source>/"),
 }
 
 def _available(name: str) -> bool:

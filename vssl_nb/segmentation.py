@@ -5,6 +5,7 @@
 # %% ../nbs/08c_segmentation.ipynb #5a69a13a
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -12,7 +13,8 @@ from scipy.optimize import linear_sum_assignment
 
 # %% auto #0
 __all__ = ['argmax_decode', 'viterbi_ordered', 'hungarian_match', 'relabel', 'mof', 'segments', 'f1_segments', 'iou_jaccard',
-           'score_activity', 'equal_split', 'kmeans_activity', 'order_by_mean_time']
+           'score_activity', 'equal_split', 'kmeans_activity', 'kmeans_scores', 'supervised_frames',
+           'order_by_mean_time']
 
 # %% ../nbs/08c_segmentation.ipynb #bdc5f104
 def _as_array(x, name: str = 'scores', ndim: int | None = None) -> np.ndarray:
@@ -158,15 +160,41 @@ def equal_split(n_frames: int, K: int) -> np.ndarray:
     if K > n_frames: raise ValueError(f"cannot split n_frames={n_frames} frames into K={K} non-empty parts")
     return (np.arange(n_frames) * K) // n_frames
 
-def kmeans_activity(features: Sequence, K: int, seed: int = 0, n_init: int = 10) -> list[np.ndarray]:
-    "K-means (scikit-learn, seeded) on the frames of all videos of one activity pooled; the cluster of each frame, per video."
+def _kmeans(features: Sequence, K: int, seed: int = 0, n_init: int = 10):
+    "The frames of all videos pooled, k-means fitted on them (scikit-learn, seeded), and the videos' lengths."
     from sklearn.cluster import KMeans   # a requirement; imported here so that importing this module stays light
     feats = [_as_array(f, 'features', 2).astype(np.float64) for f in features]
     if not feats: raise ValueError('features must hold at least one video')
-    total = sum(len(f) for f in feats)
-    if K > total: raise ValueError(f"K={K} clusters for only {total} frames")
-    labels = KMeans(n_clusters=K, random_state=seed, n_init=n_init).fit_predict(np.concatenate(feats))
-    return np.split(labels.astype(np.int64), np.cumsum([len(f) for f in feats])[:-1])
+    if K < 1: raise ValueError(f"K must be at least 1, got {K}")
+    X = np.concatenate(feats)
+    if K > len(X): raise ValueError(f"K={K} clusters for only {len(X)} frames")
+    return X, KMeans(n_clusters=K, random_state=seed, n_init=n_init).fit(X), [len(f) for f in feats]
+
+def kmeans_activity(features: Sequence, K: int, seed: int = 0, n_init: int = 10) -> list[np.ndarray]:
+    "K-means (scikit-learn, seeded) on the frames of all videos of one activity pooled; the cluster of each frame, per video."
+    _, model, lengths = _kmeans(features, K, seed, n_init)
+    return np.split(model.labels_.astype(np.int64), np.cumsum(lengths)[:-1])
+
+def kmeans_scores(features: Sequence, K: int, seed: int = 0, n_init: int = 10) -> list[np.ndarray]:
+    "As `kmeans_activity`, but per video the (n_frames, K) scores -‖x - c_k‖² (closer centre, higher score), for decoding."
+    X, model, lengths = _kmeans(features, K, seed, n_init)
+    d = ((X[:, None, :] - model.cluster_centers_[None]) ** 2).sum(-1)
+    return np.split(-d, np.cumsum(lengths)[:-1])
+
+def supervised_frames(train_features: Sequence, train_labels: Sequence, test_features: Sequence, seed: int = 0,
+                      C: float = 1.0) -> list[np.ndarray]:
+    """The ceiling a feature source allows: a frame classifier (standardised features, multinomial logistic regression,
+    scikit-learn) trained on the labelled frames of `train_features`/`train_labels`, predicting every frame of
+    `test_features`, per video. It sees labels, no order and no neighbours: a reference row, not a segmentation method."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    X = np.concatenate([_as_array(f, 'features', 2) for f in train_features]).astype(np.float64)
+    y = np.concatenate(_pool(list(train_labels), 'labels'))
+    if len(X) != len(y): raise ValueError(f"{len(X)} training frames but {len(y)} labels")
+    if len(np.unique(y)) < 2: raise ValueError('the training videos hold fewer than two classes: nothing to learn')
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000, random_state=seed)).fit(X, y)
+    return [model.predict(_as_array(f, 'features', 2).astype(np.float64)).astype(np.int64) for f in test_features]
 
 def order_by_mean_time(labels: Sequence, K: int) -> np.ndarray:
     "Clusters 0..K-1 sorted by their mean relative time (frame index / length) over the videos: an order for `viterbi_ordered`."

@@ -5,16 +5,18 @@
 # %% ../../nbs/methods/tot.ipynb #5a69a13a
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 # %% auto #0
-__all__ = ['temporal_prior', 'sinkhorn_plan', 'sinkhorn_codes', 'TOTModel', 'code_cross_entropy', 'n_pair_loss',
-           'coherence_pairs', 'temporal_coherence_loss', 'fit_tot', 'predict']
+__all__ = ['NUMPY_MAX_SCORES', 'temporal_prior', 'log_temporal_prior', 'sinkhorn_plan', 'sinkhorn_codes', 'TOTModel',
+           'code_cross_entropy', 'n_pair_loss', 'coherence_pairs', 'temporal_coherence_loss', 'fit_tot', 'predict']
 
 # %% ../../nbs/methods/tot.ipynb #7bdc78dd
 def temporal_prior(N: int, K: int, sigma: float = 1.5, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
@@ -27,49 +29,104 @@ def temporal_prior(N: int, K: int, sigma: float = 1.5, dtype: torch.dtype = torc
     c = ((i[:, None] - j[None, :]).abs() / math.sqrt(1 / N**2 + 1 / K**2)) ** 2
     return (torch.exp(-c / (2 * sigma**2)) / (2 * math.pi * sigma)).to(dtype)
 
+# %% ../../nbs/methods/tot.ipynb #97951677
+@functools.lru_cache(maxsize=32)
+def _cached_log_prior(N: int, K: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return temporal_prior(N, K, sigma, dtype, device).log()
+
+def log_temporal_prior(N: int, K: int, sigma: float = 1.5, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+    """log T of `temporal_prior(N, K, sigma)`, an (N, K) tensor, computed once per (N, K, sigma, dtype, device) and then
+    served from a cache (the 32 most recent): callers share the tensor, so never modify it in place.
+    For `sinkhorn_plan(..., log_prior=...)`, which then skips the logarithm too."""
+    return _cached_log_prior(int(N), int(K), float(sigma), dtype, torch.device('cpu' if device is None else device))
+
 # %% ../../nbs/methods/tot.ipynb #b390d953
+NUMPY_MAX_SCORES = 1 << 16   # CPU float32/float64 batches with at most this many scores (B*N*K) take the numpy path
+
 def _check_scores(scores: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    "`scores` as a (B, N, K) tensor, and whether it came as one (N, K) video."
+    "`scores` as a (B, N, K) floating-point tensor, and whether it came as one (N, K) video."
     if not torch.is_tensor(scores): raise TypeError(f"scores must be a torch tensor, got {type(scores).__name__}")
     if scores.dim() not in (2, 3): raise ValueError(f"scores must be (N, K) or (B, N, K), got shape {tuple(scores.shape)}")
+    if not scores.is_floating_point(): raise TypeError(f"scores must be a floating-point tensor, got {scores.dtype}")
     return (scores[None], True) if scores.dim() == 2 else (scores, False)
 
-@torch.no_grad()
-def sinkhorn_plan(scores: torch.Tensor, eps: float = 0.08, iters: int = 3, prior: torch.Tensor | None = None) -> torch.Tensor:
-    """Entropic OT plan between N frames (mass 1/N each) and K clusters (mass 1/K each) for `scores` (N, K) or (B, N, K):
-    Q = diag(u) (exp(P/eps) * T) diag(v), by `iters` log-domain Sinkhorn-Knopp iterations (columns, then rows).
-    Rows sum to 1/N exactly, columns to 1/K at convergence. `prior` T: (N, K) or (B, N, K), positive. No gradient."""
-    P, single = _check_scores(scores)
+def _prior_like(t, P: torch.Tensor, name: str) -> torch.Tensor:
+    "A prior or log prior `t`, (N, K) or (B, N, K) like the scores P (B, N, K), as a tensor of P's dtype and device without gradient."
+    if not torch.is_tensor(t): t = torch.as_tensor(t)
     B, N, K = P.shape
+    if t.dim() not in (2, 3) or tuple(t.shape[-2:]) != (N, K) or (t.dim() == 3 and t.shape[0] not in (1, B)):
+        raise ValueError(f"{name} must be ({N}, {K}) or ({B}, {N}, {K}) like the scores, got shape {tuple(t.shape)}")
+    if t.dtype != P.dtype or t.device != P.device: t = t.to(device=P.device, dtype=P.dtype)
+    return t.detach() if t.requires_grad else t
+
+def _sinkhorn_numpy(P: torch.Tensor, log_prior: torch.Tensor | None, eps: float, iters: int, row_mass: float) -> torch.Tensor:
+    """The scaling iterations in numpy, for a CPU float32/float64 P (B, N, K); the plan's rows sum to `row_mass`.
+    Raises FloatingPointError where the exponential or any product over- or underflows."""
+    Pn = P.numpy()
+    B, N, K = Pn.shape
+    with np.errstate(over='raise', under='raise', divide='raise', invalid='raise'):
+        G = np.multiply(Pn, 1 / eps)
+        if log_prior is not None: G += log_prior.numpy()
+        np.exp(G, out=G)
+        Gt = np.ascontiguousarray(G.transpose(0, 2, 1))   # (B, K, N) in memory: products and scalings run along N, faster
+        G = Gt.transpose(0, 2, 1)
+        u, v = np.ones((B, 1, N), Gt.dtype), np.empty((B, 1, K), Gt.dtype)   # row vectors
+        for it in range(iters):
+            np.divide(1 / K, np.matmul(u, G, out=v), out=v)                                          # v = (1/K) / (G^T u)
+            np.divide(1 / N if it < iters - 1 else row_mass, np.matmul(v, Gt, out=u), out=u)        # u = (1/N) / (G v)
+        Gt *= u
+        Gt *= v.reshape(B, K, 1)
+    return torch.from_numpy(np.ascontiguousarray(G))
+
+def _sinkhorn_torch(P: torch.Tensor, log_prior: torch.Tensor | None, eps: float, iters: int, row_mass: float) -> torch.Tensor:
+    """The same iterations in torch on P's device: on u = e^f, v = e^g with batched matrix products when every entry of
+    exp(log G - max) is a normal number (with a margin of e^20), else on f and g with logsumexp. Rows sum to `row_mass`."""
+    B, N, K = P.shape
+    log_kernel = P * (1 / eps) if log_prior is None else torch.add(log_prior, P, alpha=1 / eps)   # a new tensor
+    lo, hi = torch.aminmax(log_kernel)
+    lo, hi = lo.item(), hi.item()                                 # the one host synchronisation
+    if lo - hi > math.log(torch.finfo(P.dtype).tiny) + 20:         # False for NaN, too
+        G = log_kernel.sub_(hi).exp_()
+        Gt, u, none = G.mT, torch.ones(B, 1, N, dtype=P.dtype, device=P.device), P.new_zeros(())
+        for it in range(iters):                                   # baddbmm with beta=0: alpha * (u @ G), `none` ignored
+            v = torch.baddbmm(none, u, G, beta=0, alpha=K).reciprocal_()                                  # (B, 1, K)
+            u = torch.baddbmm(none, v, Gt, beta=0, alpha=N if it < iters - 1 else 1 / row_mass).reciprocal_()     # (B, 1, N)
+        return G.mul_(u.mT).mul_(v)
+    f = torch.zeros(B, N, 1, dtype=P.dtype, device=P.device)
+    for it in range(iters):
+        g = -math.log(K) - torch.logsumexp(log_kernel + f, dim=1, keepdim=True)
+        f = (-math.log(N) if it < iters - 1 else math.log(row_mass)) - torch.logsumexp(log_kernel + g, dim=2, keepdim=True)
+    return torch.exp(log_kernel + f + g)
+
+def _sinkhorn(scores, eps: float, iters: int, prior, log_prior, codes: bool) -> torch.Tensor:
+    "`sinkhorn_plan` (rows sum to 1/N) or, with `codes`, `sinkhorn_codes` (rows sum to 1): checks, then the fastest safe path."
+    P, single = _check_scores(scores)
     if eps <= 0: raise ValueError(f"eps must be positive, got {eps}")
     if iters < 1: raise ValueError(f"iters must be at least 1, got {iters}")
-    log_kernel = P / eps
-    if prior is not None:
-        prior = torch.as_tensor(prior, device=P.device)
-        if tuple(prior.shape[-2:]) != (N, K) or prior.dim() not in (2, 3):
-            raise ValueError(f"prior must be ({N}, {K}) or (B, {N}, {K}) like the scores, got shape {tuple(prior.shape)}")
-        log_kernel = log_kernel + prior.to(P.dtype).log()
-    log_kernel = log_kernel - log_kernel.amax(dim=(1, 2), keepdim=True)
-    if log_kernel.amin().item() > math.log(torch.finfo(P.dtype).tiny) + 20:
-        # every entry of exp(log_kernel) is a normal number: the same iterations on u = e^f, v = e^g, without logsumexp
-        G = log_kernel.exp()
-        u = torch.ones(B, N, 1, dtype=P.dtype, device=P.device)
-        for _ in range(iters):
-            v = (1 / K) / torch.bmm(G.transpose(1, 2), u)
-            u = (1 / N) / torch.bmm(G, v)
-        plan = G * u * v.transpose(1, 2)
-    else:
-        f = torch.zeros(B, N, 1, dtype=P.dtype, device=P.device)
-        for _ in range(iters):
-            g = -math.log(K) - torch.logsumexp(log_kernel + f, dim=1, keepdim=True)
-            f = -math.log(N) - torch.logsumexp(log_kernel + g, dim=2, keepdim=True)
-        plan = torch.exp(log_kernel + f + g)
+    if prior is not None and log_prior is not None: raise ValueError('pass the prior T or its log, log_prior, not both')
+    if P.requires_grad: P = P.detach()
+    if prior is not None: log_prior = _prior_like(prior, P, 'prior').log()
+    elif log_prior is not None: log_prior = _prior_like(log_prior, P, 'log_prior')
+    row_mass, plan = 1.0 if codes else 1 / P.shape[1], None
+    if P.is_cpu and P.dtype in (torch.float32, torch.float64) and P.numel() <= NUMPY_MAX_SCORES:
+        try: plan = _sinkhorn_numpy(P, log_prior, eps, iters, row_mass)
+        except FloatingPointError: pass                          # over- or underflow: the torch path shifts, or takes logs
+    if plan is None: plan = _sinkhorn_torch(P, log_prior, eps, iters, row_mass)
     return plan[0] if single else plan
 
-@torch.no_grad()
-def sinkhorn_codes(scores: torch.Tensor, eps: float = 0.08, iters: int = 3, prior: torch.Tensor | None = None) -> torch.Tensor:
-    "TOT's pseudo-labels: N × `sinkhorn_plan(scores, eps, iters, prior)`, so each frame's row is a distribution over the K clusters."
-    return sinkhorn_plan(scores, eps, iters, prior) * scores.shape[-2]
+def sinkhorn_plan(scores: torch.Tensor, eps: float = 0.08, iters: int = 3, prior: torch.Tensor | None = None,
+                  log_prior: torch.Tensor | None = None) -> torch.Tensor:
+    """Entropic OT plan between N frames (mass 1/N each) and K clusters (mass 1/K each) for `scores` P (N, K) or (B, N, K):
+    Q = diag(u) (exp(P/eps) * T) diag(v), by `iters` Sinkhorn-Knopp iterations (Cuturi, NeurIPS 2013; columns, then rows),
+    equal to POT's `ot.sinkhorn(1/N, 1/K, M=-(P + eps log T), reg=eps, numItermax=iters)` per video.
+    Rows sum to 1/N exactly, columns to 1/K at convergence. The prior: T as `prior` or log T as `log_prior` (e.g.
+    `log_temporal_prior`), (N, K) or (B, N, K), T positive; neither: T = 1. Same shape as `scores`; no gradient."""
+    return _sinkhorn(scores, eps, iters, prior, log_prior, codes=False)
+
+def sinkhorn_codes(scores: torch.Tensor, eps: float = 0.08, iters: int = 3, prior: torch.Tensor | None = None,
+                   log_prior: torch.Tensor | None = None) -> torch.Tensor:
+    "TOT's pseudo-labels: N × `sinkhorn_plan(scores, eps, iters, prior, log_prior)`, so each frame's row is a distribution over the K clusters."
+    return _sinkhorn(scores, eps, iters, prior, log_prior, codes=True)
 
 # %% ../../nbs/methods/tot.ipynb #e875f94f
 class TOTModel(nn.Module):
@@ -140,36 +197,43 @@ def fit_tot(videos: Sequence, K: int, steps: int = 5000, batch_videos: int = 2, 
             eps: float = 0.08, sinkhorn_iters: int = 3, sigma: float = 1.5, tau: float = 0.1,
             use_prior: bool = True, use_coherence: bool = True, coherence_weight: float = 1.0,
             n_splits: int = 32, coherence_tau: float = 0.1, embed_dim: int = 20, seed: int = 0,
-            device: str | torch.device = 'cpu') -> tuple[TOTModel, list[dict]]:
+            device: str | torch.device = 'cpu', callback: Callable[[int, TOTModel, dict], bool | None] | None = None,
+            callback_every: int = 1) -> tuple[TOTModel, list[dict]]:
     """Fit TOT (Kumar et al., CVPR 2022) online on `videos`, a sequence of per-video frame features (n_frames, D), for K clusters.
     Loss per step: `code_cross_entropy` to Sinkhorn codes (with the temporal prior unless `use_prior=False`) plus
-    `coherence_weight` x `temporal_coherence_loss` (unless `use_coherence=False`). Returns the model and per-step losses."""
+    `coherence_weight` x `temporal_coherence_loss` (unless `use_coherence=False`). Returns the model and per-step losses.
+
+    `callback(step, model, info)` runs after the update of step 0, of every `callback_every`-th step after it and of the last
+    step. `info`: the step's history row ('step', 'loss', 'cross_entropy', 'coherence') and its batch: 'videos' (B,) indices
+    into `videos` and 'frames' (B, n) the sampled frame indices (sorted), on the CPU; 'scores' P (B, n, K) and 'codes'
+    (B, n, K; = n x the Sinkhorn plan, rows sum to 1), detached, on `device`, both from before the update. `model` is after the update, and is put
+    back in train mode after the callback. The callback returns None or False to go on, True to stop after this step."""
     if len(videos) == 0: raise ValueError('videos is empty')
     if K < 1: raise ValueError(f"K must be at least 1, got {K}")
     if steps < 1 or batch_videos < 1 or frames_per_video < K:
         raise ValueError(f"need steps >= 1, batch_videos >= 1 and frames_per_video >= K={K}; got {steps}, {batch_videos}, {frames_per_video}")
+    if callback is not None and not callable(callback): raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    if callback_every < 1: raise ValueError(f"callback_every must be at least 1, got {callback_every}")
     in_dim = _video(videos, 0, K, None).shape[1]
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = TOTModel(in_dim, K, embed_dim).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    order, pos, priors, history = torch.randperm(len(videos), generator=gen), 0, {}, []
+    order, pos, history = torch.randperm(len(videos), generator=gen), 0, []
     model.train()
     for step in range(steps):
-        batch = []
+        batch, indices = [], []
         for _ in range(min(batch_videos, len(videos))):
             if pos == len(order): order, pos = torch.randperm(len(videos), generator=gen), 0
-            batch.append(_video(videos, int(order[pos]), K, in_dim)); pos += 1
+            indices.append(int(order[pos])); batch.append(_video(videos, indices[-1], K, in_dim)); pos += 1
         n = min(frames_per_video, *(len(v) for v in batch))
-        x = torch.stack([v[torch.randperm(len(v), generator=gen)[:n].sort().values] for v in batch]).to(device)
+        frames = [torch.randperm(len(v), generator=gen)[:n].sort().values for v in batch]
+        x = torch.stack([v[f] for v, f in zip(batch, frames)]).to(device)
         model.prototypes.weight.requires_grad_(step >= freeze_prototypes_steps)
         z, P = model(x)
-        prior = None
-        if use_prior:
-            if n not in priors: priors[n] = temporal_prior(n, K, sigma, device=device)
-            prior = priors[n]
-        codes = sinkhorn_codes(P.detach(), eps, sinkhorn_iters, prior)
+        log_prior = log_temporal_prior(n, K, sigma, device=device) if use_prior else None
+        codes = sinkhorn_codes(P.detach(), eps, sinkhorn_iters, log_prior=log_prior)
         ce = code_cross_entropy(P, codes, tau)
         coh = temporal_coherence_loss(z, n_splits, coherence_tau, gen) if use_coherence else torch.zeros((), device=device)
         loss = ce + coherence_weight * coh
@@ -177,6 +241,13 @@ def fit_tot(videos: Sequence, K: int, steps: int = 5000, batch_videos: int = 2, 
         loss.backward()
         opt.step()
         history.append({'step': step, 'loss': loss.item(), 'cross_entropy': ce.item(), 'coherence': coh.item()})
+        if callback is not None and (step % callback_every == 0 or step == steps - 1):
+            info = {**history[-1], 'videos': torch.tensor(indices), 'frames': torch.stack(frames), 'scores': P.detach(), 'codes': codes}
+            stop = callback(step, model, info)
+            model.train()
+            if not (stop is None or isinstance(stop, (bool, np.bool_))):
+                raise TypeError(f"callback must return None, False or True (stop), got {stop!r} at step {step}")
+            if stop: break
     model.eval()
     return model, history
 

@@ -15,11 +15,14 @@ from .sprites import SpriteLook
 from .spec import VideoSpec, WorldConfig
 
 # %% auto #0
-__all__ = ['OCCLUDER_LABEL', 'render_video']
+__all__ = ['OCCLUDER_LABEL', 'BACKGROUND_MOTIONS', 'render_video']
 
 # %% ../../nbs/world/05_render.ipynb #6f80948c
 OCCLUDER_LABEL = 255
 _EXTENT = 1.12  # every shape fits in 1.12 x its radius
+# segment names that are not action classes -> their motion generator (signature of `Action.motion`); filled by the data
+# kinds that need one, e.g. the activities' background 'SIL' (`world/10_activities`), so that `ACTIONS` keeps only the classes
+BACKGROUND_MOTIONS: dict = {}
 
 def _place(rel, radius, scale, span, rng, wrap: bool = False):
     "Start coordinate (and a shrink factor for `rel`) keeping centre +- radius*scale inside [0, span-1]; `wrap`: never shrink, any start if it cannot fit."
@@ -38,7 +41,7 @@ def _sprite_path(segments, look, cfg, rng, motion=None):
     "Per-frame centre (static camera), velocity, angle and scale of a sprite doing `segments` (or `motion`)."
     size = min(cfg.width, cfg.height)
     if motion is None:
-        parts = [ACTIONS[a].motion(e - s, rng, size) for a, s, e in segments]
+        parts = [(ACTIONS[a].motion if a in ACTIONS else BACKGROUND_MOTIONS[a])(e - s, rng, size) for a, s, e in segments]
         motion = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     ls = np.cumsum(motion['dlogscale']) - motion['dlogscale'][0]
     ls = ls - (ls.max() + ls.min()) / 2
