@@ -128,5 +128,13 @@ def test_segment_template_on_the_tiny_activities(vssl_env):
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((vssl_env['runs'] / 'segment' / 'sup' / 'metrics.json').read_text())
     assert m['videos'] == 2 and 0 <= m['mof'] <= 1          # scored on the test videos only (one per activity)
+    r = vssl('run', 'pretrain', '-p', 'method', 'cmd_motion_only', '-p', 'steps', 2, '-p', 'batch_size', 8, '-p', 'eval_clips', 1,
+             '-p', 'label_fractions', '', '-p', 'threads', 1, '--run-id', 'src')
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = vssl('run', 'segment', '-p', 'method', 'equal_split', '-p', 'features', vssl_env['runs'] / 'pretrain' / 'src', '-p', 'hop', 4,
+             '-p', 'threads', 1, '--run-id', 'ckpt')   # a backbone of a run of this workbench as the feature source
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((vssl_env['runs'] / 'segment' / 'ckpt' / 'metrics.json').read_text())
+    assert m['videos'] == 8 and m['feature_dim'] == 128
     r = vssl('run', 'segment', '-p', 'method', 'kmeans++', '--run-id', 'bad')
     assert r.returncode == 1 and "unknown method 'kmeans++'" in r.stderr

@@ -17,9 +17,9 @@ from .train import Recipe, SupervisedRecipe, Trainer, default_device
 
 # %% auto #0
 __all__ = ['Features', 'video_ids', 'extract_features', 'video_features', 'extract_video_features', 'cosine_similarity_matrix',
-           'retrieval_recall', 'knn_predict', 'knn_accuracy', 'LinearProbeRecipe', 'evaluate_classifier',
-           'class_accuracies', 'linear_probe', 'fine_tune', 'FeatureProbe', 'feature_statistics', 'fit_linear_probe',
-           'probe_accuracy']
+           'retrieval_recall', 'retrieval_chance', 'knn_predict', 'knn_accuracy', 'LinearProbeRecipe',
+           'evaluate_classifier', 'class_accuracies', 'linear_probe', 'fine_tune', 'FeatureProbe', 'feature_statistics',
+           'fit_linear_probe', 'probe_accuracy']
 
 # %% ../nbs/08_eval.ipynb #b159665d
 @dataclass
@@ -90,6 +90,15 @@ def retrieval_recall(query: torch.Tensor, query_labels: torch.Tensor, gallery: t
     same = gallery_labels[order] == query_labels[:, None]                  # (Q, G): is the r-th nearest of the query's class?
     first_hit = torch.where(same.any(1), same.float().argmax(1), torch.full((len(query),), len(gallery)))
     return {f'R@{k}': (first_hit < k).float().mean().item() for k in ks}
+
+def retrieval_chance(query_labels, gallery_labels, ks: tuple[int, ...] = (1, 5, 10, 20, 50)) -> dict[str, float]:
+    """R@k of a retrieval that ranks the gallery at random: the mean over queries of 1 − C(G − m, k) / C(G, k), where m
+    of the G gallery items share the query's class (the chance line of an R@k plot)."""
+    from math import comb
+    q, g = [int(x) for x in query_labels], [int(x) for x in gallery_labels]
+    if not q or not g: raise ValueError("retrieval needs at least one query and one gallery item")
+    counts = {c: g.count(c) for c in set(q)}
+    return {f'R@{k}': sum(1 - comb(len(g) - counts[c], k) / comb(len(g), k) for c in q) / len(q) for k in ks}
 
 # %% ../nbs/08_eval.ipynb #808ca37e
 def knn_predict(query: torch.Tensor, gallery: torch.Tensor, gallery_labels: torch.Tensor, k: int = 10,

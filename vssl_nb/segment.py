@@ -86,6 +86,7 @@ def evaluate_segmentation(activities: dict, method: str = 'tot', K: int | dict |
     seconds) and a last row `activity='mean'`: the activities' unweighted mean of each metric. With
     `return_segmentations`, also `{activity: ActivitySegmentation}` (unsupervised methods), to look at the predictions."""
     rows, segs = [], {}
+    if not activities: raise ValueError('activities is empty: nothing to segment')
     if method != 'supervised' and method not in SEGMENTERS:
         raise ValueError(f"unknown segmentation method {method!r}; choose from {', '.join(SEGMENTERS)}, supervised")
     for name in progress(list(activities), desc=f'segment ({method})', unit='activity', disable=not show_progress):

@@ -189,7 +189,8 @@ def synth(preset: str = 'tiny',  # a registered preset (`vssl synth --help` list
     meta = kind.generate(cfg, target, seed=seed, workers=workers, name=preset)
     n = len(meta['videos']); mb = sum(v['bytes'] for v in meta['videos']) / 1e6
     classes = getattr(cfg, 'classes', None)
-    print(f"wrote {n} videos ({mb:.2f} MB of mp4)" + (f" in {len(classes)} classes" if classes is not None else '') + f" to {target}")
+    what = meta.get('summary') or f"{n} videos ({mb:.2f} MB of mp4)" + (f" in {len(classes)} classes" if classes is not None else '')   # a kind may say what it wrote
+    print(f"wrote {what} to {target}")
     return 0
 
 def presets_help() -> str:
