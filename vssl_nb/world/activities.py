@@ -6,15 +6,14 @@
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..core import atomic_write, atomic_write_json, progress
+from ..core import atomic_write, atomic_write_json
 from .actions import _steps
-from .dataset import _NUISANCES, _WORLD, SYNTH_VERSION, generate_video
+from .dataset import _NUISANCES, _WORLD, SYNTH_VERSION, generate_video, map_jobs
 from .encode import x264_params
 from .presets import register_kind, register_preset
 from .render import BACKGROUND_MOTIONS
@@ -170,16 +169,7 @@ def generate_activities(cfg: ActivitiesConfig, out, seed: int = 0, workers: int 
     activities = plan_activities(cfg, seed)
     specs = plan_activity_videos(cfg, seed, activities)
     jobs = [(s, cfg.world_config(s.segments[-1][2]), out) for s in specs]
-    bar = progress(total=len(jobs), desc=f'synth {name}', unit='video', disable=not show_progress)
-    records = []
-    if workers and workers > 0:
-        with ProcessPoolExecutor(workers) as ex:
-            for r in ex.map(_generate_activity_video, jobs, chunksize=1):
-                records.append(r); bar.update(1)
-    else:
-        for j in jobs:
-            records.append(_generate_activity_video(j)); bar.update(1)
-    bar.close()
+    records = map_jobs(_generate_activity_video, jobs, workers, f'synth {name}', show_progress=show_progress)
     mapping = [BACKGROUND, *cfg.classes]
     atomic_write(out / 'mapping' / 'mapping.txt', ''.join(f"{i} {label}\n" for i, label in enumerate(mapping)))
     for s in specs: atomic_write(out / 'groundTruth' / f'{s.name}.txt', ''.join(f"{label}\n" for label in frame_labels(s.segments)))

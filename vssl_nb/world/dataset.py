@@ -20,7 +20,7 @@ from .scenes import SCENES
 from .spec import VideoSpec, WorldConfig, plan_dataset, typical_scene
 
 # %% auto #0
-__all__ = ['SYNTH_VERSION', 'generate_video', 'load_ground_truth', 'generate_dataset']
+__all__ = ['SYNTH_VERSION', 'generate_video', 'load_ground_truth', 'map_jobs', 'generate_dataset']
 
 # %% ../../nbs/world/08_dataset.ipynb #180493d9
 SYNTH_VERSION = 2  # bump when the generator's output changes for the same seed and parameters
@@ -51,22 +51,26 @@ def _generate_one(args):
     spec, cfg, root = args
     return generate_video(spec, cfg, root)
 
+def map_jobs(fn, jobs: list, workers: int = 0, desc: str = 'synth', unit: str = 'video', show_progress: bool = True) -> list:
+    "`[fn(job) for job in jobs]` in order, in this process or in `workers` processes (`fn` must be importable), with a progress bar."
+    bar = progress(total=len(jobs), desc=desc, unit=unit, disable=not show_progress)
+    records = []
+    if workers and workers > 0:
+        with ProcessPoolExecutor(workers) as ex:
+            for r in ex.map(fn, jobs, chunksize=1):
+                records.append(r); bar.update(1)
+    else:
+        for j in jobs:
+            records.append(fn(j)); bar.update(1)
+    bar.close()
+    return records
+
 def generate_dataset(cfg: WorldConfig, out, seed: int = 0, workers: int = 0, name: str = 'custom', show_progress: bool = True) -> dict:
     "Generate the data set `cfg` with `seed` into folder `out`; return the metadata (also written to metadata.json)."
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     specs = plan_dataset(cfg, seed)
-    jobs = [(s, cfg, out) for s in specs]
-    bar = progress(total=len(jobs), desc=f'synth {name}', unit='video', disable=not show_progress)
-    records = []
-    if workers and workers > 0:
-        with ProcessPoolExecutor(workers) as ex:
-            for r in ex.map(_generate_one, jobs, chunksize=1):
-                records.append(r); bar.update(1)
-    else:
-        for j in jobs:
-            records.append(_generate_one(j)); bar.update(1)
-    bar.close()
+    records = map_jobs(_generate_one, [(s, cfg, out) for s in specs], workers, f'synth {name}', show_progress=show_progress)
     atomic_write(out / 'classInd.txt', ''.join(f"{i + 1} {c}\n" for i, c in enumerate(cfg.classes)))
     atomic_write(out / 'trainlist01.txt', ''.join(f"{r['video']} {r['label'] + 1}\n" for r in records if r['split'] == 'train'))
     atomic_write(out / 'testlist01.txt', ''.join(f"{r['video']}\n" for r in records if r['split'] == 'test'))
