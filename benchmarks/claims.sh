@@ -21,6 +21,7 @@
 # that code, so that every seed of a table comes from one pipeline:
 #   git worktree add --detach ../sweep-src 133fde3
 #   (cd ../sweep-src && PYTHONPATH=$PWD VSSL_RUNS=$OLDPWD/benchmarks/runs/claims PATH=$OLDPWD/.venv/bin:$PATH bash benchmarks/claims.sh)
+# Study 3 (segmentation) ran on 2026-12-01 at commits c00d62f and c768f84 (the second fixed a run folder given as features).
 # Environment: SEEDS (default "0 1 2"), STEPS (pretraining, 1500), SUP_STEPS (2000 of 32 clips; a third at 10% of the labels), SB_STEPS
 # (1000), SEG_STEPS (5000, TOT's), JOBS (2 runs at a time, one thread each), VSSL_DATA, VSSL_RUNS (default benchmarks/runs/claims,
 # whose records and metrics are kept in git).
