@@ -28,9 +28,9 @@ import numpy as np
 __all__ = ['THREADS_VAR', 'OPENMP_SPIN', 'RECORDED_PACKAGES', 'RUN_DIR_VAR', 'ATTEMPT_VAR', 'EXIT_INTERRUPTED', 'seed_everything',
            'seed_worker', 'torch_generator', 'sample_seed', 'sample_key', 'usable_cpus', 'free_cores', 'thread_env',
            'apply_thread_policy', 'user_cache_root', 'vssl_path', 'data_dir', 'cache_dir', 'runs_dir', 'atomic_open',
-           'atomic_write', 'atomic_write_json', 'file_hash', 'params_hash', 'cache_key', 'package_versions',
-           'git_revision', 'RunRecord', 'current_attempt', 'current_run_dir', 'read_jsonl', 'save_metrics', 'progress',
-           'moved_names']
+           'atomic_write', 'atomic_write_json', 'DataFormatError', 'name_listing', 'file_hash', 'params_hash',
+           'cache_key', 'package_versions', 'git_revision', 'RunRecord', 'current_attempt', 'current_run_dir',
+           'read_jsonl', 'save_metrics', 'progress', 'moved_names']
 
 # %% ../nbs/00_core.ipynb #16c3f27b
 def seed_everything(seed: int, deterministic: bool = True) -> int:
@@ -195,6 +195,18 @@ def _json_default(o):
     if isinstance(o, Path): return str(o)
     if isinstance(o, (set, tuple)): return list(o)
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+# %% ../nbs/00_core.ipynb #e37e6b2c
+class DataFormatError(ValueError):
+    "A data file that breaks its format; `.path`, `.line` (1-based, None for the whole file) and `.reason` say where and why."
+    def __init__(self, path, reason: str, line: int | None = None):
+        self.path, self.line, self.reason = Path(path), line, reason
+        super().__init__(f"{path}{'' if line is None else f':{line}'}: {reason}")
+
+def name_listing(names, limit: int = 60) -> str:
+    "`names` joined by commas for an error message, the first `limit` of them and how many there are in all."
+    names = [str(n) for n in names]
+    return ', '.join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else '')
 
 # %% ../nbs/00_core.ipynb #7524e9d7
 def file_hash(path: str | os.PathLike, digest_size: int = 16, chunk: int = 1 << 20) -> str:

@@ -21,7 +21,8 @@ from typing import Callable
 
 import numpy as np
 
-from .core import atomic_open, atomic_write_json, file_hash, package_versions, params_hash, progress
+from .core import (DataFormatError, atomic_open, atomic_write_json, file_hash, name_listing, package_versions, params_hash,
+                          progress)
 
 # %% auto #0
 __all__ = ['BACKGROUND_LABELS', 'FEATURE_SUFFIXES', 'ACTIVITY_RULES', 'CLIP_DEFAULTS', 'TRUTH_FEATURES',
@@ -35,15 +36,8 @@ BACKGROUND_LABELS = ('SIL', 'background', 'bg')   # names of the background labe
 FEATURE_SUFFIXES = ('.npy', '.txt')
 ACTIVITY_RULES = ('metadata', 'folder', 'suffix', 'prefix', 'all')
 
-class SegmentationFormatError(ValueError):
+class SegmentationFormatError(DataFormatError):
     "A file of a segmentation data set that breaks the format; `.path`, `.line` (1-based, None for the whole file) and `.reason` say where and why."
-    def __init__(self, path, reason: str, line: int | None = None):
-        self.path, self.line, self.reason = Path(path), line, reason
-        super().__init__(f"{path}{'' if line is None else f':{line}'}: {reason}")
-
-def _listing(names, limit: int = 60) -> str:
-    names = [str(n) for n in names]
-    return ', '.join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else '')
 
 def read_mapping(path) -> dict[int, str]:
     """`{index: label}` of a mapping file, one `<index> <label>` per line (Breakfast's `mapping.txt`: `0 SIL`, `1 pour_cereals`,
@@ -77,7 +71,7 @@ def read_labels(path, label_index: dict[str, int]) -> np.ndarray:
         if not label: raise SegmentationFormatError(path, "empty line among the labels (one label per frame expected)", i + 1)
         try: out[i] = label_index[label]
         except KeyError:
-            raise SegmentationFormatError(path, f"unknown label {label!r}; the mapping knows {_listing(label_index)}", i + 1) from None
+            raise SegmentationFormatError(path, f"unknown label {label!r}; the mapping knows {name_listing(label_index)}", i + 1) from None
     return out
 
 # %% ../nbs/08d_frame_features.ipynb #ba677f58
@@ -195,10 +189,10 @@ def _resolve_background(background, mapping: dict[int, str]) -> int | None:
             if name.lower() in by_name: return by_name[name.lower()]
         return -1 if -1 in mapping else None
     if isinstance(background, (int, np.integer)) and not isinstance(background, bool):
-        if int(background) not in mapping: raise ValueError(f"background index {background} is not in the mapping ({_listing(mapping)})")
+        if int(background) not in mapping: raise ValueError(f"background index {background} is not in the mapping ({name_listing(mapping)})")
         return int(background)
     inv = {v: k for k, v in mapping.items()}
-    if background not in inv: raise ValueError(f"background label {background!r} is not in the mapping; it knows {_listing(inv)}")
+    if background not in inv: raise ValueError(f"background label {background!r} is not in the mapping; it knows {name_listing(inv)}")
     return inv[background]
 
 # %% ../nbs/08d_frame_features.ipynb #ad13cf4b
@@ -248,7 +242,7 @@ class SegmentationDataset:
     def labels_of(self, activity: str) -> list[int]:
         "The class indices that occur in `activity`'s ground truth, sorted."
         vids = self.by_activity().get(activity)
-        if vids is None: raise KeyError(f"no activity {activity!r}; the data set has {_listing(self.activity_names)}")
+        if vids is None: raise KeyError(f"no activity {activity!r}; the data set has {name_listing(self.activity_names)}")
         return sorted(set(np.concatenate([v.labels for v in vids]).tolist()))
 
     def K(self, activity: str, with_background: bool = False) -> int:
@@ -275,7 +269,7 @@ class SegmentationDataset:
         groups = self.by_activity()
         names = list(groups) if names is None else [names] if isinstance(names, str) else list(names)
         missing = [n for n in names if n not in groups]
-        if missing: raise KeyError(f"no activity {missing}; the data set has {_listing(groups)}")
+        if missing: raise KeyError(f"no activity {missing}; the data set has {name_listing(groups)}")
         return {n: ([v.features for v in groups[n]], [v.labels for v in groups[n]]) for n in names}
 
     def validate(self, strict: bool = False) -> SegmentationDataset:
@@ -485,7 +479,7 @@ def load_segmentation_dataset(root, features='features', ground_truth: str = 'gr
         except (SegmentationFormatError, OSError, ValueError) as e:
             fail(name, e)
     if wanted is not None and wanted - found:
-        raise ValueError(f"no activity {sorted(wanted - found)} in {root}; it has {_listing(sorted(found))}")
+        raise ValueError(f"no activity {sorted(wanted - found)} in {root}; it has {name_listing(sorted(found))}")
     dims = Counter(v.feature_dim for v in out)
     if len(dims) > 1:   # one feature dimension per data set: the most common one wins
         D = dims.most_common(1)[0][0]
@@ -754,7 +748,7 @@ def cache_frame_features(root, source='random', videos=None, force: bool = False
     if videos is not None:
         names = [videos] if isinstance(videos, str) else list(videos)
         unknown = [n for n in names if n not in all_videos]
-        if unknown: raise ValueError(f"no video {unknown} in {root}; it has {_listing(all_videos)}")
+        if unknown: raise ValueError(f"no video {unknown} in {root}; it has {name_listing(all_videos)}")
         all_videos = {n: all_videos[n] for n in names}
     out_dir = root / 'features' / src.name
     manifest_path = out_dir / 'manifest.json'

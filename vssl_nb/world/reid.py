@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -18,7 +17,8 @@ import scipy.io
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from ..core import atomic_open, atomic_write, atomic_write_json, progress
+from ..core import atomic_open, atomic_write, atomic_write_json
+from .dataset import map_jobs
 from .encode import save_npz
 from .presets import register_kind, register_preset
 from .scenes import SCENES
@@ -78,7 +78,7 @@ class ReIDConfig:
     n_test: int = 200                     # identities in bbox_test
     n_cameras: int = 6                    # cameras 1..n_cameras (MARS: 6)
     cameras_per_identity: tuple = (2, 6)  # distinct cameras that see an identity
-    tracklets_per_camera: tuple = (1, 2)  # tracklets of an identity in one camera
+    tracklets_per_camera: tuple = (1, 3)  # tracklets of an identity in one camera (a test identity: at least 2)
     tracklet_frames: tuple = (8, 32)      # frames per tracklet
     crop_height: int = 64                 # crops are resized to crop_height x crop_width (MARS: 256 x 128)
     crop_width: int = 32
@@ -93,8 +93,8 @@ class ReIDConfig:
     box_jitter: float = 0.05              # detector: per-frame sigma of the offset (box fractions)
     box_scale_jitter: float = 0.06        # detector: per-frame sigma of the log scale (half of it for the log aspect)
     occlusion_prob: float = 0.25          # P(a pedestrian crosses in front during a tracklet)
-    n_distractors: int = 80               # identity 0000 tracklets (false detections) in bbox_test
-    n_junk: int = 40                      # identity 00-1 tracklets (boxes that miss a test identity) in bbox_test
+    n_distractors: int = 150              # identity 0000 tracklets (false detections) in bbox_test
+    n_junk: int = 60                      # identity 00-1 tracklets (boxes that miss a test identity) in bbox_test
 
     def __post_init__(self):
         for name in ('n_train', 'n_test', 'n_distractors', 'n_junk'):
@@ -274,6 +274,7 @@ def plan_tracklets(cfg: ReIDConfig, seed: int = 0, identities=None) -> list[Trac
         for cam in ident.cameras:
             rng = np.random.default_rng(_seed(seed, _TRACK_STREAM, ident.pid, cam))
             n = int(rng.integers(cfg.tracklets_per_camera[0], cfg.tracklets_per_camera[1] + 1))
+            if ident.split == 'test': n = max(n, 2)      # a query and at least one gallery tracklet in every camera
             frames = rng.integers(cfg.tracklet_frames[0], cfg.tracklet_frames[1] + 1, n)
             query = int(rng.integers(n))
             for k in range(n):
@@ -428,16 +429,7 @@ def generate_reid(cfg: ReIDConfig, out, seed: int = 0, workers: int = 0, name: s
     specs = plan_tracklets(cfg, seed, identities)
     jobs = [(s, cfg, cameras[s.camid - 1], looks.get(s.source), out) for s in specs]
     n_crops = sum(s.n_frames for s in specs)
-    bar = progress(total=n_crops, desc=f'synth {name}', unit='crop', disable=not show_progress)
-    done = []
-    if workers and workers > 0:
-        with ProcessPoolExecutor(workers) as ex:
-            for s, r in zip(specs, ex.map(_generate_tracklet, jobs, chunksize=4)):
-                done.append(r); bar.update(s.n_frames)
-    else:
-        for s, j in zip(specs, jobs):
-            done.append(_generate_tracklet(j)); bar.update(s.n_frames)
-    bar.close()
+    done = map_jobs(_generate_tracklet, jobs, workers, f'synth {name}', unit='tracklet', show_progress=show_progress)
     records, rows_of = [], {}
     for split in ('train', 'test'):
         mine = [(s, r) for s, r in zip(specs, done) if s.split == split]
@@ -478,8 +470,8 @@ def generate_reid(cfg: ReIDConfig, out, seed: int = 0, workers: int = 0, name: s
 # %% ../../nbs/world/11_reid.ipynb #17efacc8
 register_kind('reid', generate_reid, config=ReIDConfig,
               doc="video person re-identification: pedestrians seen by several cameras through a noisy detector, in MARS's layout")
-register_preset('reid', dict(n_train=200, n_test=200, n_cameras=6, cameras_per_identity=(2, 6), tracklets_per_camera=(1, 2),
-                             tracklet_frames=(8, 32), n_distractors=80, n_junk=40),
+register_preset('reid', dict(n_train=200, n_test=200, n_cameras=6, cameras_per_identity=(2, 6), tracklets_per_camera=(1, 3),
+                             tracklet_frames=(8, 32), n_distractors=150, n_junk=60),
                 kind='reid', doc='400 identities (200 train + 200 test), 6 cameras, tracklets of 8-32 crops of 64x32 px: MARS in small')
 register_preset('reid-tiny', dict(n_train=12, n_test=12, n_cameras=3, cameras_per_identity=(2, 3), tracklets_per_camera=(1, 2),
                                   tracklet_frames=(8, 12), person_height=(40.0, 64.0), n_distractors=3, n_junk=2),
