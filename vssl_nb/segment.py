@@ -66,7 +66,8 @@ def segment_activity(features: Sequence, K: int, method: str = 'tot', decode: st
         model, history = fit_tot(feats, K, seed=seed, **SEGMENTERS[method], **tot_options)
         scores = [predict(model, f).numpy() for f in feats]
     first = [argmax_decode(s) for s in scores]
-    order = np.arange(K) if method in ('tot', 'tot_no_coherence') else order_by_mean_time(first, K)
+    with_prior = method != 'kmeans' and SEGMENTERS[method]['use_prior']   # the prior puts cluster j at relative time j/K
+    order = np.arange(K) if with_prior else order_by_mean_time(first, K)
     pred = [viterbi_ordered(s, order) for s in scores] if decode == 'viterbi' else first
     return ActivitySegmentation(method, K, pred, scores, order, history, model)
 
