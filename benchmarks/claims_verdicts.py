@@ -9,6 +9,8 @@ With three seeds per arm a t-test only resolves differences that are large next 
 "these runs cannot tell", not evidence of no effect. Before any claim, the yardstick: the supervised ceiling against the
 random-init floor and chance, on the same test videos; if the ceiling does not clear the floor, no verdict is drawn.
 
+The re-ID block has its own yardstick: each trained aggregator against its random initialisation and chance.
+
   python benchmarks/claims_verdicts.py [--runs benchmarks/runs/claims] [--out benchmarks/results/claims_verdicts.md]
 """
 from __future__ import annotations
@@ -106,6 +108,78 @@ def segmentation_verdicts(runs: Path) -> list[str]:
     return lines
 
 
+def reid_arm(rows: list[dict], metric: str, trained: bool = True, **params) -> list[float]:
+    "The finished re-ID runs' `metric` with `params`, trained (steps > 0) or the random-init reference (steps 0)."
+    picked = [r for r in rows if (r.get('param.steps') or 0) > 0] if trained else [r for r in rows if r.get('param.steps') == 0]
+    return arm_values(picked, metric, **params)
+
+
+def reid_verdicts(runs: Path) -> list[str]:
+    "The re-ID block: the yardstick (trained against random init and chance), then TRL's and ST²N's claims, then the SSL encoder."
+    rows = collect_results('reid', runs=runs).rows
+    if not rows: return []
+    R = lambda metric, trained=True, **p: reid_arm(rows, metric, trained, **{'encoder': 'resnet2d', 'encoder_init': 'random', **p})
+    header = ["| claim | metric | A | B | A − B | p | verdict |", "|---|---|---|---|---|---|---|"]
+    lines = ["", "### Video person re-identification: TRL and ST²N (Dai et al., IEEE TIP 2019)", "",
+             "The paper: temporal residual learning (two BiLSTMs, generic and frame-specific features combined as a residual)",
+             "gives better tracklet features than temporal pooling or one LSTM, and ST²N (a spatial transformer whose",
+             "parameters come from the frame and the other frames' context) fixes the poor alignment of detected pedestrians.",
+             "First the yardstick: each aggregator trained (without ST²N) against the same network at its random initialisation",
+             "(steps 0), and both against chance (a random ranking's expected rank-1).", "",
+             "| reference | rank-1 | mAP |", "|---|---|---|"]
+    for agg in ('mean', 'lstm', 'trl'):
+        lines.append(f"| {agg}, trained | {summary(R('rank1', aggregator=agg, st2n=False))} | "
+                     f"{summary(R('mAP', aggregator=agg, st2n=False))} |")
+        lines.append(f"| {agg}, random init (floor) | {summary(R('rank1', False, aggregator=agg))} | {summary(R('mAP', False, aggregator=agg))} |")
+    chance = R('chance_rank1', False) + R('chance_rank1')
+    lines += [f"| chance (a random ranking, expected) | {chance[0]:.4f} | ≈ the same |" if chance else "| chance | no runs | |", "", *header]
+    yards = []
+    for agg in ('mean', 'lstm', 'trl'):
+        for metric in ('rank1', 'mAP'):
+            c = compare(R(metric, aggregator=agg, st2n=False), R(metric, False, aggregator=agg))
+            yards.append(c['verdict'])
+            lines.append(row('training beats random init (ceiling above floor)', f'{agg} trained', f'{agg} random', metric, c))
+    if 'pending' in yards:
+        lines += ["", f"Pending: fewer than {MIN_SEEDS} finished seeds in a reference row; the verdicts below wait for them.", ""]
+    elif any(v != 'holds' for v in yards):
+        lines += ["", "A trained model does not clear its random initialisation: no claim below can be judged on this world.", ""]
+        return lines
+    else:
+        lines += ["", "Every trained aggregator clears its random initialisation and chance: the benchmark discriminates.", ""]
+    lines += [*header]
+    for st in (False, True):
+        tag = ' (with ST²N)' if st else ''
+        for metric in ('rank1', 'mAP'):
+            for other, claim in (('mean', 'TRL beats mean pooling'), ('lstm', 'TRL beats one BiLSTM')):
+                lines.append(row(claim + tag, 'trl', other, metric,
+                                 compare(R(metric, aggregator='trl', st2n=st), R(metric, aggregator=other, st2n=st))))
+    for agg in ('mean', 'lstm', 'trl'):
+        for metric in ('rank1', 'mAP'):
+            lines.append(row('ST²N helps', f'{agg} + ST²N', agg, metric,
+                             compare(R(metric, aggregator=agg, st2n=True), R(metric, aggregator=agg, st2n=False))))
+    for agg in ('mean', 'lstm', 'trl'):
+        lines.append(row('ST²N aligns the crops (its windows fit the true boxes better than the raw crops)', f'{agg} + ST²N: ST²N window',
+                         'raw crop', 'IoU with the true box',
+                         compare(R('iou_st2n', aggregator=agg, st2n=True), R('iou_raw', aggregator=agg, st2n=True))))
+    ssl_rows = [r for r in rows if r.get('param.encoder_init') not in ('random', None) and r.get('param.aggregator') == 'trl'
+                and not r.get('param.st2n') and (r.get('param.steps') or 0) > 0]
+    encoders = sorted({r.get('param.encoder') for r in ssl_rows})
+    for enc in encoders:
+        for metric in ('rank1', 'mAP'):
+            ssl = arm_values([r for r in ssl_rows if r.get('param.encoder') == enc], metric)
+            lines.append(row('a backbone pretrained self-supervised in this workbench beats random init as the frame encoder',
+                             f'trl, {enc} from SSL', f'trl, {enc} random', metric,
+                             compare(ssl, R(metric, aggregator='trl', st2n=False, encoder=enc))))
+    if encoders:
+        lines += ["", "SSL init: " + '; '.join(sorted({f"`{r.get('param.encoder')}` from `{Path(str(r.get('param.encoder_init'))).parent.name}/"
+                                                     f"{Path(str(r.get('param.encoder_init'))).name}`" for r in ssl_rows})) + "."]
+    else:
+        lines += ["", "Not run: a frame encoder initialised from a backbone pretrained self-supervised in this workbench (CMD, DSM…). It",
+                  "needs a `pretrain` run's weights (set REID_SSL_INIT in claims.sh; study 1 does not keep weights in git)."]
+    lines.append("")
+    return lines
+
+
 def verdicts(runs: Path) -> str:
     pre = collect_results('pretrain', runs=runs).rows
     sup = collect_results('supervised', runs=runs).rows
@@ -169,6 +243,7 @@ def verdicts(runs: Path) -> str:
         lines.append(row('attends to the moving sprite more than MoCo', method, 'moco', 'mask_share',
                          compare(B(method, 'mask_share'), B('moco', 'mask_share'))))
     lines += segmentation_verdicts(runs)
+    lines += reid_verdicts(runs)
     return '\n'.join(lines) + '\n'
 
 

@@ -1,9 +1,12 @@
 """The course's student editions and `vssl lab` (vssl_nb.course, notebook 00c_course).
 
-- every lesson's student edition (solution cells emptied to '# your answer here', `<details>` answers
-  removed) runs from top to bottom in the lessons' folder, `#| slow` cells skipped as nbdev-test skips
-  them; the full lessons' asserts are nbdev-test's part;
-- `vssl student` writes one student notebook per lesson of the course;
+- the student edition (solution cells emptied to '# your answer here', `<details>` answers removed) of
+  every lesson, and of every library notebook that ends with exercises (`01_codec`, `07_train`,
+  `08b_calibrate`), runs from top to bottom in its notebook's folder, `#| slow` cells skipped as
+  nbdev-test skips them; the full notebooks' asserts are nbdev-test's part;
+- every lesson and every notebook with exercises has at least one solution cell, and each solution
+  cell is answered: a `<details>` answer follows it before the next exercise;
+- `vssl student` writes one student notebook per lesson and per notebook with exercises;
 - `vssl lab` starts JupyterLab on nbs/lessons/, prints an address that serves the lessons, and stops on SIGTERM.
 """
 import json
@@ -22,16 +25,36 @@ import pytest
 from conftest import ROOT, vssl
 from test_browser import _free_port, _jupyter_env
 
-from vssl_nb.course import (ANSWER_PLACEHOLDER, course_order, docs_kernel_env, is_solution, run_notebook, student_edition,
-                            tag_cells)
+from vssl_nb.course import (ANSWER_PLACEHOLDER, course_order, docs_kernel_env, exercise_notebooks, is_solution, run_notebook,
+                            student_edition, tag_cells)
 
 NBS = ROOT / 'nbs'
 LESSONS = [rel for rel in course_order(NBS) if rel.startswith('lessons/')]
+EXERCISES = exercise_notebooks(NBS)   # the lessons, then the library notebooks that end with exercises
 
 pytestmark = [pytest.mark.timeout(900)]
 
 
-@pytest.mark.parametrize('lesson', LESSONS)
+def test_library_notebooks_with_exercises_get_student_editions():
+    assert EXERCISES[:len(LESSONS)] == LESSONS
+    assert {'01_codec', '07_train', '08b_calibrate'} <= set(EXERCISES[len(LESSONS):]), EXERCISES
+
+
+@pytest.mark.parametrize('lesson', ['lessons/01_motion_vectors', '01_codec', '07_train', '08b_calibrate'])
+def test_each_solution_has_a_written_answer(lesson):
+    "A solution cell is followed, before the next exercise heading or solution, by a `<details>` answer with a difficulty tag."
+    cells = nbformat.read(NBS / f'{lesson}.ipynb', as_version=4).cells
+    solutions = [i for i, c in enumerate(cells) if is_solution(c)]
+    assert solutions, f"{lesson} has no solution cell"
+    for i in solutions:
+        after = ''
+        for c in cells[i + 1:]:
+            if is_solution(c) or (c.cell_type == 'markdown' and c.source.lstrip().startswith('### Exercise')): break
+            if c.cell_type == 'markdown': after += c.source
+        assert re.search(r'<details\b', after) and '★' in after, f"{lesson}, cell {i}: its solution has no <details> answer with a difficulty tag"
+
+
+@pytest.mark.parametrize('lesson', EXERCISES)
 def test_student_edition_runs(lesson):
     full = nbformat.read(NBS / f'{lesson}.ipynb', as_version=4)
     student = student_edition(full, lesson)
@@ -48,12 +71,12 @@ def test_vssl_student_writes_every_lesson(tmp_path):
     r = vssl('student', '--out', tmp_path / 'student')
     assert r.returncode == 0, r.stderr
     written = sorted(p.name for p in (tmp_path / 'student').glob('*.ipynb'))
-    assert written == sorted(f'{Path(l).name}.ipynb' for l in LESSONS), (written, r.stdout)
+    assert written == sorted(f'{Path(l).name}.ipynb' for l in EXERCISES), (written, r.stdout)
     for name in written:
         nb = json.loads((tmp_path / 'student' / name).read_text())
         assert nb['metadata']['vssl']['edition'] == 'student'
         assert all(not ''.join(c['source']).lstrip().startswith('#| solution') for c in nb['cells'])
-    assert r.stdout.count('removed') == len(LESSONS)
+    assert r.stdout.count('removed') == len(EXERCISES)
 
 
 def test_vssl_student_names_an_unclosed_answer(tmp_path):

@@ -223,3 +223,61 @@ def test_keyed_samples_are_drawn_the_same_by_any_process(tiny_tree, tmp_path):
     assert torch.equal(sub[(0, seed)]['clip'], ds[(sub.indices[0], seed)]['clip'])
     assert [s['video'] for s in sub.__getitems__([(0, 1), (1, 2)])] == [sub.indices[0], sub.indices[1]]
     assert ResumableBatchSampler(len(ds), 4, seed=3, world_size=1, rank=0).__iter__().__next__() == [k for k, _ in one[0]]
+
+
+# --- audio beside the clip (world/12_sound, vssl_nb.audio) --------------------------------------
+
+@pytest.fixture(scope='module')
+def sound_tree(tmp_path_factory):
+    "The sound-tiny preset (3 classes x (1 train + 1 test), AAC 16 kHz mono)."
+    root = tmp_path_factory.mktemp('sound')
+    generate_dataset(preset_config('sound-tiny'), root, seed=0, name='sound-tiny', show_progress=False)
+    return root
+
+
+def test_clip_dataset_returns_the_log_mel_under_the_clip(sound_tree, tmp_path):
+    from vssl_nb.audio import MelSpec, clip_audio, log_mel
+    sampler = D.ClipSampler(n_frames=16, stride=1, motion_frames=8)
+    for cache_mb in (256, 0):   # soundtracks kept, or each window decoded from the file: the same spectrogram
+        ds = D.video_dataset(sound_tree, 'train', sampler=sampler, cache_dir=tmp_path / 'cache', store='off', audio=True, audio_cache_mb=cache_mb)
+        s = ds[(1, 7)]
+        assert s['audio'].shape == (1, 64, 101) and s['audio'].dtype == torch.float32 and torch.isfinite(s['audio']).all()
+        want = log_mel(torch.from_numpy(clip_audio(ds.items[1].path, s['frames'].numpy(), n_frames=16)), MelSpec())[None]
+        torch.testing.assert_close(s['audio'], want)
+        assert s['audio'].std() > 0.5   # a soundtrack, not silence
+    plain = D.video_dataset(sound_tree, 'train', sampler=sampler, cache_dir=tmp_path / 'cache', store='off')
+    assert 'audio' not in plain[0]   # off by default
+    b = next(iter(D.clip_loader(ds, batch_size=3, shuffle=False)))
+    assert b['audio'].shape == (3, 1, 64, 101)
+    strided = D.video_dataset(sound_tree, 'train', sampler=D.ClipSampler(n_frames=8, stride=2, motion_frames=0), cache_dir=tmp_path / 'cache',
+                              store='off', audio=True, mel=MelSpec(n_mels=40))
+    assert strided[0]['audio'].shape == (1, 40, 94)   # 15 frames of 1/16 s: 15000 samples, 10 ms steps
+
+
+def test_clip_dataset_skips_and_reports_videos_with_bad_audio(sound_tree, tmp_path):
+    import av
+    from vssl_nb.world.encode import encode_h264
+    good = D.dataset_items(sound_tree, 'train')
+    frames = np.zeros((32, 64, 64, 3), np.uint8)
+    silent, r22, corrupt = tmp_path / 'silent.mp4', tmp_path / 'r22.mp4', tmp_path / 'corrupt.mp4'
+    silent.write_bytes(encode_h264(frames, bframes=0, refs=1))
+    r22.write_bytes(encode_h264(frames, bframes=0, refs=1, audio=np.zeros(44100, np.float32), sample_rate=22050))
+    b = bytearray(good[0].path.read_bytes())
+    with av.open(str(good[0].path)) as c: spans = [(p.pos, p.size) for p in c.demux(audio=0) if p.size and p.pos is not None and p.pos >= 0]
+    rng = np.random.default_rng(0)
+    for pos, size in spans: b[pos:pos + size] = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+    corrupt.write_bytes(bytes(b))
+    bad = [D.VideoItem(p, 0, p.name) for p in (silent, r22, corrupt)]
+    ds = D.ClipDataset(bad + good, D.ClipSampler(n_frames=16, motion_frames=0), cache_dir=tmp_path / 'cache', store='off', audio=True)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        got = [ds[(i, 0)]['video'] for i in range(3)]
+    assert got == [3, 3, 3]   # each bad video skipped for the next readable one
+    assert set(ds.bad) == {str(silent), str(r22), str(corrupt)}
+    assert 'NoAudioStream' in ds.bad[str(silent)] and 'silent.mp4: no audio stream' in ds.bad[str(silent)]
+    assert 'AudioRateMismatch' in ds.bad[str(r22)] and '22050 Hz' in ds.bad[str(r22)]
+    assert 'corrupt audio stream' in ds.bad[str(corrupt)]
+    assert sum('skipping unreadable video' in str(x.message) for x in w) == 3
+    ok = D.ClipDataset([D.VideoItem(r22, 0, 'r22.mp4')], D.ClipSampler(n_frames=16, motion_frames=0), cache_dir=tmp_path / 'cache',
+                       store='off', audio=True, audio_resample=True)
+    assert ok[0]['audio'].shape == (1, 64, 101)   # resampled 22.05 -> 16 kHz when allowed

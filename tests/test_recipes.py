@@ -51,7 +51,7 @@ def test_methods_are_found_by_walking_the_package_not_by_a_list():
             "print(sorted(m for m in sys.modules if m.startswith('vssl_nb.methods.')))")
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert eval(r.stdout.strip()) == [f'vssl_nb.methods.{m}' for m in ('background_erasing', 'cmd', 'dsm', 'moco', 'simclr', 'tot')]
+    assert eval(r.stdout.strip()) == [f'vssl_nb.methods.{m}' for m in ('background_erasing', 'cmd', 'declutr', 'dsm', 'moco', 'reid', 'simclr', 'tot', 'xdc')]
     eps = {ep.name: ep.value for ep in importlib.metadata.entry_points(group=R.RECIPE_GROUP)}
     if eps:   # installed with this checkout's setup.py (pip install -e .): the built-in methods are declared in the group too
         assert eps.get('cmd') == 'vssl_nb.methods.cmd' and eps.get('dsm') == 'vssl_nb.methods.dsm'

@@ -363,3 +363,121 @@ def test_retrieval_figure_frames_by_identity(tiny):
     assert fig.axes[2 * 6].get_ylabel() == 'aligned'
     with pytest.raises(ValueError, match='3 images for 6 columns'): retrieval_figure(ds.query[qi], ds.gallery, top, extra_rows={'x': [None] * 3})
     plt.close('all')
+
+
+# ---------------------------------------------------------------- the method (vssl_nb.methods.reid) and its template
+
+
+def test_batch_hard_triplet_loss_against_a_loop():
+    from vssl_nb.losses import batch_hard_triplet_loss
+    g = torch.Generator().manual_seed(0)
+    e = torch.randn(10, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 0, 1, 1, 1, 2, 2, 3, 3, 9])   # 9: no positive, left out
+    for margin in (0.3, None):
+        def slow():
+            out = []
+            for a in range(10):
+                pos = [torch.dist(e[a], e[p]) for p in range(10) if p != a and y[p] == y[a]]
+                neg = [torch.dist(e[a], e[n]) for n in range(10) if y[n] != y[a]]
+                if pos and neg:
+                    x = max(pos) - min(neg)
+                    out.append(torch.nn.functional.softplus(x) if margin is None else (x + margin).clamp_min(0))
+            return torch.stack(out).mean()
+        fast, ref = batch_hard_triplet_loss(e, y, margin), slow()
+        assert abs(fast.item() - ref.item()) < 1e-10
+        assert torch.allclose(torch.autograd.grad(fast, e)[0], torch.autograd.grad(ref, e)[0], atol=1e-9)
+    with pytest.raises(ValueError, match='both a positive and a negative'): batch_hard_triplet_loss(e[:3], torch.tensor([0, 1, 2]))
+
+
+def test_true_boxes_give_the_alignment_target(tiny):
+    from vssl_nb.methods.reid import box_iou, box_to_theta, theta_to_box
+    from vssl_nb.reid import true_boxes
+    ds = load_mars(tiny[0])
+    t = ds.train[0]
+    boxes = torch.from_numpy(true_boxes(t))
+    assert boxes.shape == (len(t), 4) and torch.isfinite(boxes).all()
+    theta = box_to_theta(boxes, (64, 32))
+    assert torch.allclose(theta_to_box(theta, (64, 32)), boxes, atol=1e-4)
+    assert torch.allclose(box_iou(theta_to_box(theta, (64, 32)), boxes), torch.ones(len(t)), atol=1e-5)
+    # the truth file's rows follow the name list: a tracklet's boxes are the rows of its crops' lines
+    names = (tiny[0] / 'info' / 'train_name.txt').read_text().splitlines()
+    with np.load(tiny[0] / 'truth' / 'tracks_train_truth.npz') as z:
+        first = names.index(t.paths[0].name)
+        assert np.array_equal(z['true_box'][first:first + len(t)], true_boxes(t))
+    assert np.isnan(true_boxes(next(x for x in ds.gallery if x.pid == 0))).all()
+
+
+def test_st2n_starts_as_the_identity_and_can_learn_the_true_alignment(tiny):
+    from vssl_nb.methods.reid import ST2N, box_iou, box_to_theta, theta_to_box
+    from vssl_nb.reid import true_boxes
+    ds = load_mars(tiny[0])
+    torch.manual_seed(0)
+    tds = TrackletDataset(ds.train, seq_len=6, sampling='evenly')
+    items = [tds[(i, 0)] for i in range(16)]
+    frames = torch.stack([it['frames'] for it in items])
+    boxes = torch.stack([torch.from_numpy(true_boxes(ds.train[i])[it['frames_index'].numpy()]) for i, it in enumerate(items)])
+    st = ST2N()
+    aligned, theta = st(frames)
+    assert torch.allclose(aligned, frames, atol=1e-5) and torch.allclose(theta, torch.eye(2, 3).expand_as(theta))
+    raw = box_iou(torch.tensor([0., 0, 32, 64]).expand_as(boxes), boxes).mean()
+    opt = torch.optim.Adam(st.parameters(), 3e-3)
+    for _ in range(60):   # supervised on the truth: the localisation network can see where the person is
+        loss = torch.nn.functional.mse_loss(st.theta(frames), box_to_theta(boxes, (64, 32)))
+        opt.zero_grad(); loss.backward(); opt.step()
+    st.eval()
+    assert box_iou(theta_to_box(st.theta(frames), (64, 32)), boxes).mean() > raw + 0.05
+
+
+def test_reid_training_resumes_exactly_and_evaluates(tiny, tmp_path):
+    from vssl_nb.methods.reid import evaluate_reid, reid_chance, train_reid
+    from vssl_nb.recipes import all_recipes
+    from vssl_nb.train import TrainingInterrupted
+    assert 'reid' in all_recipes()
+    ds = load_mars(tiny[0])
+    opts = dict(aggregator='trl', st2n=True, steps=6, P=4, K=2, seq_len=4, seed=3)
+    full, hist, _ = train_reid(ds, **opts)
+
+    class StopAt3:
+        def on_fit_start(self, t): pass
+        def on_log(self, t, row): pass
+        def on_fit_end(self, t): pass
+        def on_step_end(self, t, step, logs):
+            if step == 3: t.request_stop('test')
+    with pytest.raises(TrainingInterrupted): train_reid(ds, **opts, run_dir=tmp_path / 'run', callbacks=[StopAt3()])
+    resumed, _, trainer = train_reid(ds, **opts, run_dir=tmp_path / 'run')
+    assert trainer.start_step == 3
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()): assert torch.allclose(a.float(), b.float(), atol=1e-6)
+    m = evaluate_reid(resumed.net, ds, seq_len=4)
+    assert m['queries'] == len(ds.query) and 0 <= m['rank1'] <= m['rank20'] <= 1
+    assert 0 < reid_chance(ds)['rank1'] < 0.5
+    with pytest.raises(ValueError, match="'max'"): train_reid(ds, 'max', steps=1)
+
+
+def test_encoder_weights_are_found_or_the_file_is_named(tmp_path):
+    from vssl_nb.methods.reid import FrameEncoder, load_encoder_weights
+    from vssl_nb.models import TinyBackbone3D
+    torch.save(TinyBackbone3D().state_dict(), tmp_path / 'backbone.pt')
+    assert load_encoder_weights(FrameEncoder('tiny3d'), tmp_path / 'backbone.pt')['tensors'] > 0
+    with pytest.raises(ValueError, match='backbone.pt holds no weights for a resnet2d encoder'):
+        load_encoder_weights(FrameEncoder('resnet2d'), tmp_path / 'backbone.pt')
+    with pytest.raises(FileNotFoundError, match='no encoder weights at'): load_encoder_weights(FrameEncoder(), tmp_path / 'none.pt')
+
+
+def test_reid_template_on_reid_tiny(vssl_env):
+    "The experiments/reid template end to end on reid-tiny: a short TRL + ST²N run, the random-init reference, a bad aggregator."
+    from conftest import vssl
+    r = vssl('run', 'reid', '-p', 'steps', 8, '-p', 'P', 4, '-p', 'K', 2, '-p', 'st2n', 'true', '-p', 'threads', 1, '--run-id', 'trl',
+             timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = vssl_env['runs'] / 'reid' / 'trl'
+    m = json.loads((run / 'metrics.json').read_text())
+    assert m['queries'] == 30 and m['train_ids'] == 12 and m['gallery_ids'] == 12 and m['train']['steps'] == 8
+    assert 0 <= m['rank1'] <= m['rank5'] <= m['rank10'] <= m['rank20'] <= 1 and 0 < m['chance_rank1'] < 0.2
+    assert 0 < m['iou_raw'] < 1 and 0 < m['iou_st2n'] < 1 and (run / 'backbone.pt').is_file()
+    assert (vssl_env['data'] / 'synth-reid-tiny' / 'info' / 'query_IDX.mat').is_file()
+    r = vssl('run', 'reid', '-p', 'steps', 0, '-p', 'aggregator', 'mean', '-p', 'threads', 1, '--run-id', 'rand', timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((vssl_env['runs'] / 'reid' / 'rand' / 'metrics.json').read_text())
+    assert m['final_loss'] is None and 0 <= m['rank1'] <= 1
+    r = vssl('run', 'reid', '-p', 'aggregator', 'max', '--run-id', 'bad', timeout=300)
+    assert r.returncode == 1 and "unknown aggregator 'max'" in r.stderr

@@ -10,7 +10,8 @@ notebook whose code did not change is not executed again. It is served by `pytho
   lists every page, and the course comes first, in the order of the index's course section;
 - a plotly figure of a lesson page moves to another frame when its slider is clicked (no kernel behind it);
 - a widget of a lesson page shows its first state (its controls and the plotly figure of its output);
-- each lesson page offers its student edition, which has no answers, and folds its solution cells;
+- each lesson page, and each library page that ends with exercises, offers its student edition, which has
+  no answers, and folds its solution cells;
 - a screenshot of every lesson page is kept under `test-artifacts/site/`, with the build's page table.
 
 Also, without a browser: a link to a page that does not exist fails the build, naming the link.
@@ -34,7 +35,7 @@ pytest.importorskip('sphinx', reason='Sphinx is not installed (a dev requirement
 pytest.importorskip('myst_nb', reason='MyST-NB is not installed (a dev requirement: pip install -e ".[dev]")')
 
 from vssl_nb.core import cache_dir
-from vssl_nb.course import build_site, course_order, is_solution
+from vssl_nb.course import build_site, course_order, exercise_notebooks, is_solution
 
 ARTIFACTS = ROOT / 'test-artifacts' / 'site'
 NBS = ROOT / 'nbs'
@@ -199,7 +200,10 @@ def test_a_lesson_widget_shows_its_first_state(site, served, tmp_path):
 def test_lessons_offer_a_student_edition_and_fold_their_solutions(site, served, tmp_path):
     playwright = pytest.importorskip('playwright.sync_api', reason='playwright is not installed (a dev requirement)')
     with chromium_page(playwright, tmp_path, 1280, 900) as page:
-        for rel in [r for r in _course(site) if r.startswith('lessons/')]:
+        built = {p.rel for p in site.pages}
+        exercises = [r for r in exercise_notebooks(NBS) if r in built]
+        assert {'01_codec', '07_train', '08b_calibrate'} <= set(exercises), exercises
+        for rel in exercises:
             page.goto(f'{served}/{rel}.html', wait_until='load')
             links = page.eval_on_selector_all('a.download', 'els => els.map(e => e.href)')
             student = [u for u in links if u.endswith('-student.ipynb')]

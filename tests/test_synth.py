@@ -208,3 +208,67 @@ def test_codec_motion_with_b_frames_is_displacement_to_the_reference(tmp_path):
     print(f'codec motion vs ground truth (B-frames, 3 refs): median error raw {np.median(raw):.3f} px, per frame {np.median(per):.3f} px')
     assert np.median(raw) > 1.0, 'a raw B-frame-stream vector spans more than one frame'
     assert np.median(per) < 0.5 and np.median(per) < np.median(raw)
+
+
+# --- sound (world/12_sound): the soundtrack, muxed as AAC beside the pictures ----------------------
+
+def test_sound_tiny_preset_writes_aac_beside_h264_with_audio_ground_truth(tmp_path, monkeypatch):
+    import av
+    monkeypatch.setenv('VSSL_PROGRESS', 'off')
+    assert vssl(['synth', '--preset', 'sound-tiny', '--out', str(tmp_path / 'a')]) == 0
+    assert vssl(['synth', '--preset', 'sound-tiny', '--out', str(tmp_path / 'b'), '--workers', '2']) == 0
+    assert vssl(['synth', '--preset', 'sound-tiny', '--out', str(tmp_path / 'c'), '--seed', '1']) == 0
+    a, b, c = (tree_hashes(tmp_path / k) for k in 'abc')
+    assert a == b, 'the same seed must give the same bytes, whatever the workers'
+    mp4s = [k for k in a if k.endswith('.mp4')]
+    assert len(mp4s) == 6 and all(a[k] != c[k] for k in mp4s)
+    meta = json.loads((tmp_path / 'a' / 'metadata.json').read_text())
+    assert meta['config']['sound'] is True and meta['sound']['sample_rate'] == 16000 and meta['sound']['codec'] == 'aac'
+    assert set(meta['sound']['typical_ambience']) == {'MoveUp', 'RotateCW', 'Bounce'}
+    for k in mp4s:
+        with av.open(str(tmp_path / 'a' / k)) as cont:
+            v, s = cont.streams.video[0], cont.streams.audio[0]
+            assert (v.codec_context.name, s.codec_context.name, s.rate, s.codec_context.channels) == ('h264', 'aac', 16000, 1)
+        g = load_ground_truth(tmp_path / 'a' / k)
+        assert g['audio']['sample_rate'] == 16000 and g['audio']['n_samples'] == 32000
+        assert g['audio_pitch'].shape == (32,) and g['audio_events'].ndim == 2 and g['audio_events'].shape[1] == 3
+
+
+def test_the_muxed_sound_is_the_soundtrack_of_the_saved_ground_truth(tmp_path):
+    "Decoded AAC == soundtrack() recomputed from the .npz/.json beside it, and its events are where the ground truth says."
+    from vssl_nb.audio import read_audio
+    from vssl_nb.world.sound import soundtrack
+    from vssl_nb.world.spec import plan_dataset
+    cfg = preset_config('sound-tiny')
+    generate_dataset(cfg, tmp_path, seed=3, show_progress=False)
+    for spec in plan_dataset(cfg, 3):
+        g = load_ground_truth(tmp_path / spec.relpath)
+        gt = {k: g[k] for k in ('velocity', 'camera', 'angle', 'scale', 'labels')}
+        wave, arrays, desc = soundtrack(spec, cfg, gt, g)
+        assert desc == g['audio']
+        np.testing.assert_array_equal(arrays['audio_events'], g['audio_events'])
+        heard = read_audio(tmp_path / spec.relpath)
+        assert np.corrcoef(heard, wave)[0, 1] > 0.95, spec.name
+        kinds = set(g['audio_events'][:, 1].astype(int).tolist())
+        if spec.action == 'Bounce': assert 0 in kinds, 'a bounce hits the floor'
+        if spec.action == 'RotateCW': assert kinds == {1}, 'clockwise: rising quarter-turn chirps only'
+        if spec.action == 'MoveUp': assert (g['audio_pitch'] > g['audio']['base_pitch']).all()
+
+
+def test_sound_is_off_by_default_and_leaves_silent_worlds_as_they_were(tmp_path, monkeypatch):
+    import av
+    cfg = preset_config('tiny', **SMALL)
+    assert not cfg.sound and 'sound' not in cfg.to_dict() and 'sample_rate' not in cfg.to_dict()
+    meta = generate_dataset(cfg, tmp_path / 'silent', seed=0, show_progress=False)
+    assert 'sound' not in meta and 'ambience' not in meta['videos'][0]
+    with av.open(str(tmp_path / 'silent' / meta['videos'][0]['video'])) as c: assert not c.streams.audio
+    monkeypatch.setenv('VSSL_PROGRESS', 'off')   # --sound turns it on for any actions preset
+    assert vssl(['synth', '--preset', 'tiny', '--classes', 'Grow', '--n-train', '1', '--n-test', '0', '--sound',
+                 '--out', str(tmp_path / 'loud')]) == 0
+    with av.open(str(tmp_path / 'loud' / 'Grow' / 'v_Grow_g01_c01.mp4')) as c: assert c.streams.audio[0].rate == 16000
+
+
+def test_bad_sound_options_are_errors():
+    with pytest.raises(ValueError, match='sample_rate'): WorldConfig(sound=True, sample_rate=15000)
+    with pytest.raises(ValueError, match='ambience_bias_test'): WorldConfig(ambience_bias_test=-0.1)
+    with pytest.raises(ValueError, match='audio_bitrate'): WorldConfig(audio_bitrate=100)

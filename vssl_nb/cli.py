@@ -25,8 +25,9 @@ COMMANDS = {
     'extract':    ('vssl_nb.extract', 'extract', "extract keyframes and motion vectors of a folder of videos into a cache"),
     'synth':      ('vssl_nb.world.presets', 'synth', "generate a synthetic video data set with ground truth"),
     'frame-features': ('vssl_nb.frame_features', 'frame_features', "per-frame features of an activity data set's videos (a backbone, or the world's truth) into ROOT/features/<source>/"),
+    'text-corpus': ('vssl_nb.text', 'text_corpus', "build a text corpus (documents.jsonl + manifest.json) from the Python documentation (python3.11-doc) or the standard library's docstrings"),
     'docs':       ('vssl_nb.course', 'docs', "build the course website from the notebooks into _docs/ (Sphinx + MyST-NB, cached execution)"),
-    'student':    ('vssl_nb.course', 'student', "write each lesson's student edition, with the answers removed"),
+    'student':    ('vssl_nb.course', 'student', "write the student edition of each lesson and of each notebook with exercises, with the answers removed"),
     'lab':        ('vssl_nb.course', 'lab', "open JupyterLab on the lessons and print its address"),
 }
 

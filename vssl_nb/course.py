@@ -37,10 +37,11 @@ from .core import atomic_write, atomic_write_json, cache_dir, progress, usable_c
 __all__ = ['SOLUTION', 'ANSWER_PLACEHOLDER', 'SECTIONS', 'FOLDER_SECTIONS', 'NO_EXECUTE', 'PLOTLY_JSON', 'WIDGET_VIEW',
            'WIDGET_STATE', 'PAGE_WIDTH', 'SITE_CSS', 'FAVICON', 'SUPPRESSED_WARNINGS', 'cell_directives', 'is_solution',
            'strip_answers', 'student_edition', 'Page', 'checkout_nbs', 'course_section', 'course_order', 'site_pages',
-           'rewrite_markdown', 'tag_cells', 'parameters_markdown', 'api_markdown', 'plotly_html', 'WidgetSnapshot',
-           'offline_outputs', 'outputs_version', 'docs_kernel_env', 'run_notebook', 'execute_pages', 'sphinx_settings',
-           'sphinx_setup', 'conf_py', 'about_markdown', 'stage_notebook', 'Stage', 'stage_site', 'broken_links',
-           'sync_tree', 'SiteBuild', 'build_site', 'docs', 'write_student_editions', 'student', 'lab']
+           'has_solutions', 'exercise_notebooks', 'rewrite_markdown', 'tag_cells', 'parameters_markdown',
+           'api_markdown', 'plotly_html', 'WidgetSnapshot', 'offline_outputs', 'outputs_version', 'docs_kernel_env',
+           'run_notebook', 'execute_pages', 'sphinx_settings', 'sphinx_setup', 'conf_py', 'about_markdown',
+           'stage_notebook', 'Stage', 'stage_site', 'broken_links', 'sync_tree', 'SiteBuild', 'build_site', 'docs',
+           'write_student_editions', 'student', 'lab']
 
 # %% ../nbs/00c_course.ipynb #cdb4c908
 _DIRECTIVE = re.compile(r'^\s*#\|\s*([\w-]+)\s*:?\s*(.*?)\s*$')
@@ -197,6 +198,19 @@ def site_pages(nbs: str | os.PathLike | None = None, only: str | None = None) ->
     def rank_of(section):   # a folder without a known section goes after the known reference folders, before the templates
         return -1 if section == 'home' else order.index(section) if section in order else order.index('templates') - 0.5
     return sorted(pages, key=lambda p: rank_of(p.section))
+
+# %% ../nbs/00c_course.ipynb #989a683a
+def has_solutions(path: str | os.PathLike) -> bool:
+    "Does the notebook at `path` hold a solution cell (a code cell opening with `#| solution`)?"
+    text = Path(path).read_text(encoding='utf-8')
+    if '#| solution' not in text and '#|solution' not in text: return False   # most notebooks: no need to parse
+    return any(is_solution(c) for c in json.loads(text).get('cells', []))
+
+def exercise_notebooks(nbs: str | os.PathLike | None = None) -> list[str]:
+    "The notebooks with a student edition: the lessons in course order, then every other notebook with a solution cell, in site order."
+    nbs = checkout_nbs(nbs)
+    lessons = [r for r in course_order(nbs) if r.startswith('lessons/')]
+    return lessons + [p.rel for p in site_pages(nbs) if p.is_notebook and p.rel != 'index' and p.rel not in lessons and has_solutions(p.source)]
 
 # %% ../nbs/00c_course.ipynb #208a6639
 _FENCE = re.compile(r'^ {0,3}(`{3,}|~{3,})')
@@ -577,7 +591,8 @@ def about_markdown(pages: list[Page]) -> str:
         "from the `sphinx-mathjax-offline` package.", "",
         "## Lessons, answers and student editions", "",
         "Each exercise's answer is folded under it: a code cell marked `#| solution` opens with \"Show the solution\", "
-        "a written answer is a `<details>` block. Each lesson offers its *student edition* for download, with the answers "
+        "a written answer is a `<details>` block. Each lesson, and each library notebook that ends with exercises, offers its "
+        "*student edition* for download, with the answers "
         "removed and every answer cell reading `# your answer here`; `vssl student` writes them all, and `vssl lab` opens "
         "the lessons in JupyterLab. Cells marked `#| slow` (minutes of training) are shown with their code but were not run "
         "for the site.", "",
@@ -628,10 +643,11 @@ def stage_notebook(page: Page, nbs: Path, site: dict[Path, str], files: dict, st
         if cell.cell_type == 'markdown': cell.source = rewrite_markdown(_source(cell), link, code)
     extra = []
     if student_rel:
+        kind = 'lesson' if page.rel.startswith('lessons/') else 'notebook'
         extra.append((1, _md_cell(f":::{{tip}}\nThe answers to the exercises are folded under them: open one once you have tried. "
-                                  f"The {{download}}`student edition of this lesson </{student_rel}>` has them removed (each answer cell "
-                                  f"reads `{ANSWER_PLACEHOLDER}`); `vssl student` writes every lesson's, and `vssl lab` opens the "
-                                  f"lessons in JupyterLab.\n:::", f'{page.rel}:student')))
+                                  f"The {{download}}`student edition of this {kind} </{student_rel}>` has them removed (each answer cell "
+                                  f"reads `{ANSWER_PLACEHOLDER}`); `vssl student` writes every lesson's (and every notebook's with "
+                                  f"exercises), and `vssl lab` opens the lessons in JupyterLab.\n:::", f'{page.rel}:student')))
     if page.section == 'templates':
         extra.append((1, _md_cell(parameters_markdown(page.source), f'{page.rel}:parameters')))
     module = next((d['default_exp'] for c in original.cells if c.cell_type == 'code'
@@ -678,7 +694,7 @@ def stage_site(nbs: Path, stage: Path, pages: list[Page], exec_cache: Path, not_
             out[here] = rewrite_markdown(p.source.read_text(encoding='utf-8'), _link_rewriter(p.source, here, site, nbs.parent, files))
             continue
         student_rel = None
-        if p.rel.startswith('lessons/'):
+        if p.rel.startswith('lessons/') or has_solutions(p.source):   # a lesson, or a notebook that ends with exercises
             student_rel = f"_student/{p.rel}-student.ipynb"
             out[student_rel] = nbformat.writes(student_edition(nbformat.read(p.source, as_version=4), f'`{p.rel}`'))
         nb = stage_notebook(p, nbs, site, files, student_rel)
@@ -843,11 +859,16 @@ def docs(out: str = None,  # output folder (default: _docs/ in the checkout)
     return 0
 
 def write_student_editions(out: str | os.PathLike, nbs: str | os.PathLike | None = None) -> list[Path]:
-    "The student edition of every lesson (`lessons/`) of the course, in course order, written into `out` under the lesson's file name."
+    "The student edition of every lesson and every other notebook with exercises (`exercise_notebooks`), written into `out` under its file name."
     import nbformat
     nbs, out = checkout_nbs(nbs), Path(out)
+    rels = exercise_notebooks(nbs)
+    names = {}
+    for rel in rels: names.setdefault(Path(rel).name, []).append(rel)
+    if clash := next((v for v in names.values() if len(v) > 1), None):
+        raise ValueError(f"notebooks {' and '.join(clash)} would write the same student notebook {Path(clash[0]).name}.ipynb: rename one")
     written = []
-    for rel in [r for r in course_order(nbs) if r.startswith('lessons/')]:
+    for rel in rels:
         nb = student_edition(nbformat.read(nbs / f'{rel}.ipynb', as_version=4), f'`{rel}`')
         path = out / Path(rel).name
         path = path.with_suffix('.ipynb')
@@ -859,7 +880,7 @@ def write_student_editions(out: str | os.PathLike, nbs: str | os.PathLike | None
 def student(out: str = 'student',  # folder for the student notebooks
             nbs: str = None,  # the notebooks folder (default: the checkout's nbs/)
             ) -> int:
-    "Write each lesson's student edition (solution cells emptied, <details> answers removed) into OUT."
+    "Write the student edition of each lesson and each notebook with exercises (solution cells emptied, <details> answers removed) into OUT."
     try: written = write_student_editions(out, nbs)
     except (FileNotFoundError, ValueError) as e: raise CliError(str(e)) from None
     for p in written:

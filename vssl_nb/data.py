@@ -14,6 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from collections import OrderedDict
+
+from .audio import MelSpec, clip_audio, load_track, log_mel
 from .codec import CompressedVideo
 from .core import sample_key
 from .extract import VIDEO_EXTS, load_or_extract
@@ -469,12 +472,18 @@ class ClipDataset(torch.utils.data.Dataset):
     'on', 'off', or 'auto' (on when the decoded data set fits the store's budget); `store_reason` says why.
     `defer_transform`: draw the transform's random parameters per sample (as `transform(sample, g)` would) but return the
     frames as uint8 with the parameters under `aug`, for `BatchAugment` to apply to whole batches on the training device.
-    A key is an index, or an `(index, seed)` pair (`keyed_samples`: a keyed sampler's pairs draw the sample from that seed)."""
+    A key is an index, or an `(index, seed)` pair (`keyed_samples`: a keyed sampler's pairs draw the sample from that seed).
+    `audio`: also return the log-mel spectrogram of the sound under the clip's frames as `audio` `(1, n_mels, steps)`
+    (`vssl_nb.audio.clip_audio` + `log_mel` with `mel`, a `MelSpec`; the file's rate must be `mel.rate` unless `audio_resample`);
+    a video without sound, with a corrupt audio stream or another sample rate is skipped and reported like an unreadable one.
+    Whole soundtracks are decoded once and kept (least recently used first out) up to `audio_cache_mb` per process;
+    0 decodes each clip's window from the file."""
     keyed_samples = True
     def __init__(self, items, sampler: ClipSampler | None = None, transform=None,
                  cache_dir=None, block: int = 16, context: bool = True, motion: bool = True,
                  from_cache: bool = True, max_skips: int = 20, classes=None, per_frame_motion: bool = True,
-                 store='auto', store_dir=None, store_size: int | None = None, defer_transform: bool = False):
+                 store='auto', store_dir=None, store_size: int | None = None, defer_transform: bool = False,
+                 audio: bool = False, mel=None, audio_resample: bool = False, audio_cache_mb: float = 256):
         self.items, self.sampler = list(items), sampler or ClipSampler()
         self.transform = transform
         self.cache_dir, self.block, self.context, self.motion = cache_dir, block, context, motion
@@ -485,6 +494,9 @@ class ClipDataset(torch.utils.data.Dataset):
         if defer_transform and not getattr(transform, 'batchable', False):
             raise ValueError(f"defer_transform needs a transform with draw/apply_batch (a Compose of this module's transforms), got {transform!r}")
         self.defer_transform, self._frame_size = defer_transform, None
+        self.audio, self.audio_resample = audio, audio_resample
+        self.mel = (mel if mel is not None else MelSpec()) if audio else None
+        self.audio_cache_bytes, self._tracks = int(audio_cache_mb * 2 ** 20), OrderedDict()
         if store_dir is None and cache_dir is not None: store_dir = Path(cache_dir) / 'store'   # beside this data set's extraction cache
         self.store_dir, self.store_size = store_dir, store_size
         if not from_cache: self.use_store, self.store_reason = False, 'from_cache=False: everything decoded on the fly'
@@ -549,7 +561,22 @@ class ClipDataset(torch.utils.data.Dataset):
             if self.motion: out.update(motion=s['motion'].permute(1, 0, 2, 3).contiguous(), motion_valid=s['motion_valid'])
         out.update(label=item.label, video=vid, frames=torch.from_numpy(c['frames']), padded=c['padded'])
         if self.context: out.update(keyframe_index=c['keyframe'], keyframe_distance=c['keyframe_distance'])
+        if self.audio: out['audio'] = self.clip_log_mel(item, c['frames'])
         return out
+
+    def clip_log_mel(self, item: VideoItem, frames) -> torch.Tensor:
+        "Log-mel `(1, n_mels, steps)` of the sound under a clip starting at `frames[0]` and spanning the sampler's `span` frames."
+        key = str(item.path)
+        track = self._tracks.get(key)
+        if track is None and self.audio_cache_bytes > 0:
+            track = load_track(item.path, self.mel.rate, self.audio_resample)
+            self._tracks[key] = track
+            while sum(t.nbytes for t in self._tracks.values()) > self.audio_cache_bytes: self._tracks.popitem(last=False)
+        if track is not None:
+            self._tracks.move_to_end(key, last=True)
+            wave = track.window(frames, self.sampler.span)
+        else: wave = clip_audio(item.path, frames, n_frames=self.sampler.span, rate=self.mel.rate, resample=self.audio_resample)
+        return log_mel(torch.from_numpy(wave), self.mel)[None]
 
     def _clip(self, item: VideoItem, k: int, rng, T: int, keyframe_indices) -> dict:
         if T < 1: raise ValueError(f"{item.path}: no frames")

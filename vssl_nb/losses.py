@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['dist_info', 'all_gather_with_grad', 'info_nce', 'nt_xent', 'MomentumEncoder', 'MoCoQueue', 'moco_nce', 'moco_loss',
-           'context_matching_loss', 'motion_prediction_loss', 'motion_regression_loss']
+           'context_matching_loss', 'motion_prediction_loss', 'motion_regression_loss', 'batch_hard_triplet_loss']
 
 # %% ../nbs/06_losses.ipynb #f2227aa7
 def dist_info() -> tuple[int, int]:
@@ -173,3 +173,37 @@ def motion_regression_loss(predicted: torch.Tensor, target: torch.Tensor) -> tor
     if predicted.shape != target.shape:
         raise ValueError(f"motion_regression_loss needs predicted and target of the same shape, got {tuple(predicted.shape)} and {tuple(target.shape)}")
     return F.mse_loss(_at_least_f32(predicted), _at_least_f32(target))
+
+# %% ../nbs/06_losses.ipynb #6904fafc
+def _pairwise_euclidean(x: torch.Tensor) -> torch.Tensor:
+    "Euclidean distances (N, N) between the rows of `x`, with a gradient that stays finite at zero distance."
+    sq = (x * x).sum(1)
+    d2 = (sq[:, None] + sq[None, :] - 2 * x @ x.T).clamp_min(0)
+    return torch.sqrt(d2 + 1e-12)
+
+def batch_hard_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: float | None = 0.3,
+                            return_stats: bool = False):
+    r"""Batch-hard triplet loss (Hermans, Beyer & Leibe, arXiv:1703.07737, 2017):
+    $L = \frac{1}{|A|}\sum_{a\in A}[m + \max_{p: y_p=y_a, p\ne a} D(a,p) - \min_{n: y_n\ne y_a} D(a,n)]_+$,
+    D the Euclidean distance between rows of `embeddings` (N, E), `labels` (N,) the identities; A the anchors that have both a
+    positive and a negative in the batch. `margin=None`: the soft margin, $\log(1+e^{x})$ instead of $[m+x]_+$. With
+    `return_stats`, also {'active': share of anchors with a non-zero loss, 'pos': mean hardest-positive distance, 'neg': ...}."""
+    if embeddings.ndim != 2: raise ValueError(f"embeddings must be (N, E), got shape {tuple(embeddings.shape)}")
+    labels = torch.as_tensor(labels, device=embeddings.device).reshape(-1)
+    if len(labels) != len(embeddings): raise ValueError(f"{len(labels)} labels for {len(embeddings)} embeddings")
+    if margin is not None and margin < 0: raise ValueError(f"margin must be >= 0 or None (soft margin), got {margin}")
+    x = _at_least_f32(embeddings)
+    d = _pairwise_euclidean(x)
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(x), dtype=torch.bool, device=x.device)
+    pos_mask, neg_mask = same & ~eye, ~same
+    valid = pos_mask.any(1) & neg_mask.any(1)
+    if not valid.any(): raise ValueError("no anchor has both a positive and a negative in the batch: sample P >= 2 identities x K >= 2 items")
+    hardest_pos = d.masked_fill(~pos_mask, float('-inf')).amax(1)[valid]
+    hardest_neg = d.masked_fill(~neg_mask, float('inf')).amin(1)[valid]
+    gap = hardest_pos - hardest_neg
+    per = F.softplus(gap) if margin is None else F.relu(gap + margin)
+    loss = per.mean()
+    if not return_stats: return loss
+    return loss, {'active': (per > 0).float().mean().detach() if margin is not None else (gap > 0).float().mean().detach(),
+                  'pos': hardest_pos.mean().detach(), 'neg': hardest_neg.mean().detach()}

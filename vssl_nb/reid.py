@@ -23,8 +23,8 @@ from .world.reid import DISTRACTOR_PID, JUNK_PID, parse_mars_name, pid_code
 
 # %% auto #0
 __all__ = ['ILIDS_SPLITS', 'SAMPLING', 'METRICS', 'ReIDFormatError', 'Tracklet', 'ReIDDataset', 'read_info', 'load_mars',
-           'load_ilidsvid', 'tracklet_frame_indices', 'load_crop', 'TrackletDataset', 'PKSampler', 'distance_matrix',
-           'cmc_map_from_distances', 'cmc_map', 'cmc_map_loop', 'ranked_gallery', 'retrieval_figure']
+           'load_ilidsvid', 'tracklet_frame_indices', 'load_crop', 'TrackletDataset', 'true_boxes', 'PKSampler',
+           'distance_matrix', 'cmc_map_from_distances', 'cmc_map', 'cmc_map_loop', 'ranked_gallery', 'retrieval_figure']
 
 # %% ../nbs/08f_reid.ipynb #1dc9d3d7
 class ReIDFormatError(DataFormatError):
@@ -376,6 +376,32 @@ class TrackletDataset(torch.utils.data.Dataset):
                     _REPORTED.add((t.name, self.bad[j]))
                     warnings.warn(f"skipping unreadable tracklet {t.name} ({self.bad[j]})", RuntimeWarning, stacklevel=2)
         raise RuntimeError(f"{len(self.bad)} unreadable tracklets and no readable one near index {i}: {list(self.bad.items())[:3]}")
+
+# %% ../nbs/08f_reid.ipynb #b7292adf
+_TRUTH: dict = {}   # (root, split, npz mtime) -> ({crop name: row}, true boxes)
+
+def true_boxes(tracklet: Tracklet) -> np.ndarray:
+    """The world's true person box of each crop of `tracklet`, float32 (n, 4): (x0, y0, x1, y1) in the crop's pixels, NaN where no
+    person is shown (distractors), read from `truth/tracks_<split>_truth.npz` of a tree written by `vssl synth --preset reid`
+    (row k belongs to line k + 1 of `info/<split>_name.txt`). What an aligner should find; a real MARS copy has none (FileNotFoundError)."""
+    if not len(tracklet): raise ValueError(f"tracklet {tracklet.name} has no crops")
+    split_dir = Path(tracklet.paths[0]).parent.parent
+    root, split = split_dir.parent, split_dir.name.removeprefix('bbox_')
+    npz, names = root / 'truth' / f'tracks_{split}_truth.npz', root / 'info' / f'{split}_name.txt'
+    if not npz.is_file(): raise FileNotFoundError(f"no {npz}: true boxes exist only in trees written by `vssl synth --preset reid`")
+    if not names.is_file(): raise FileNotFoundError(f"no {names} beside {npz} (its rows follow that name list)")
+    key = (str(root.resolve()), split, npz.stat().st_mtime_ns)
+    if key not in _TRUTH:
+        try:
+            with np.load(npz) as z: boxes = np.asarray(z['true_box'], np.float32)
+        except Exception as e: raise ReIDFormatError(npz, f"no readable 'true_box' array ({type(e).__name__}: {e})") from None
+        lines = _names(names)
+        if boxes.shape != (len(lines), 4): raise ReIDFormatError(npz, f"true_box has shape {boxes.shape}, but {names.name} lists {len(lines)} crops")
+        _TRUTH[key] = ({n: i for i, n in enumerate(lines)}, boxes)
+    rows, boxes = _TRUTH[key]
+    missing = [Path(p).name for p in tracklet.paths if Path(p).name not in rows]
+    if missing: raise ReIDFormatError(names, f"crop {missing[0]} of tracklet {tracklet.name} is not listed")
+    return boxes[[rows[Path(p).name] for p in tracklet.paths]]
 
 # %% ../nbs/08f_reid.ipynb #f5924e32
 class PKSampler(torch.utils.data.Sampler):

@@ -35,10 +35,14 @@ def x264_params(gop: int = 16, bframes: int = 2, refs: int = 3) -> str:
     return (f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}:b-adapt=0:ref={refs}:"
             f"threads=1:lookahead-threads=1:sliced-threads=0:asm=0")
 
-def encode_h264(frames: np.ndarray, fps: int = 16, gop: int = 16, bframes: int = 2, crf: int = 23, refs: int = 3, preset: str = 'medium') -> bytes:
-    "Encode uint8 RGB frames (T, H, W, 3) as H.264 in MP4, deterministically; return the file's bytes."
+def encode_h264(frames: np.ndarray, fps: int = 16, gop: int = 16, bframes: int = 2, crf: int = 23, refs: int = 3, preset: str = 'medium',
+                audio: np.ndarray | None = None, sample_rate: int = 16000, audio_bitrate: int = 48000) -> bytes:
+    "Encode uint8 RGB frames (T, H, W, 3) as H.264 in MP4, deterministically, with `audio` (float mono samples in [-1, 1]) as an AAC stream if given; return the file's bytes."
     T, H, W, _ = frames.shape
     if H % 2 or W % 2: raise ValueError(f"H.264 4:2:0 needs even frame sizes, got {W}x{H}")
+    if audio is not None:
+        audio = np.asarray(audio, np.float32)
+        if audio.ndim != 1 or not np.isfinite(audio).all(): raise ValueError(f"audio must be finite mono samples (n,), got {audio.dtype} {audio.shape}")
     buf = io.BytesIO()
     with av.open(buf, 'w', format='mp4', options={'fflags': '+bitexact'}) as out:
         s = out.add_stream('libx264', rate=fps)
@@ -46,12 +50,30 @@ def encode_h264(frames: np.ndarray, fps: int = 16, gop: int = 16, bframes: int =
         s.time_base = Fraction(1, fps)
         s.codec_context.thread_count = 1
         s.options = {'crf': str(crf), 'preset': preset, 'flags': '+bitexact', 'x264-params': x264_params(gop, bframes, refs)}
+        a = None if audio is None else _aac_stream(out, sample_rate, audio_bitrate)   # every stream before the first packet
         for i, f in enumerate(frames):
             vf = av.VideoFrame.from_ndarray(rgb_to_yuv420p(f), format='yuv420p')
             vf.pts = i
             for p in s.encode(vf): out.mux(p)
         for p in s.encode(): out.mux(p)
+        if a is not None: _mux_aac(out, a, audio, sample_rate)
     return buf.getvalue()
+
+def _aac_stream(out, sample_rate: int, bitrate: int):
+    "A mono AAC stream (FFmpeg's encoder, bit-exact flags) in the container `out`, added before anything is muxed."
+    a = out.add_stream('aac', rate=sample_rate)
+    a.layout, a.time_base, a.bit_rate = 'mono', Fraction(1, sample_rate), bitrate
+    a.codec_context.thread_count = 1
+    a.options = {'flags': '+bitexact'}
+    return a
+
+def _mux_aac(out, a, audio: np.ndarray, sample_rate: int):
+    "Encode mono float samples into AAC stream `a` of `out`, in frames of 1024 samples."
+    for i in range(0, len(audio), 1024):
+        af = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[None, i:i + 1024]), format='fltp', layout='mono')
+        af.sample_rate, af.pts = sample_rate, i
+        for p in a.encode(af): out.mux(p)
+    for p in a.encode(): out.mux(p)
 
 def decode_rgb(path) -> np.ndarray:
     "All frames of a video as uint8 RGB (T, H, W, 3) (single-threaded decode)."

@@ -169,6 +169,7 @@ def synth(preset: str = 'tiny',  # a registered preset (`vssl synth --help` list
           camera_pan: float = None,  # override: maximum camera pan speed (px/frame)
           noise: float = None,  # override: sensor noise standard deviation (0-255)
           classes: str = None,  # override: comma-separated action classes (default: all)
+          sound: bool = False,  # override: give every video a soundtrack (AAC, 16 kHz mono) from its ground truth
           force: bool = False,  # write into a non-empty folder that holds no earlier synth data set
           ) -> int:
     "Generate a synthetic video data set with ground truth as a UCF101-style tree."
@@ -176,7 +177,7 @@ def synth(preset: str = 'tiny',  # a registered preset (`vssl synth --help` list
     ov = dict(n_train=n_train, n_test=n_test, width=size, height=size, n_frames=frames, fps=fps, gop=gop, bframes=bframes,
               crf=crf, distractors=distractors, camera_pan=camera_pan, noise_std=noise,
               scene_bias_train=scene_bias, scene_bias_test=scene_bias_test if scene_bias_test is not None else scene_bias,
-              classes=tuple(c.strip() for c in classes.split(',') if c.strip()) if classes else None)
+              classes=tuple(c.strip() for c in classes.split(',') if c.strip()) if classes else None, sound=True if sound else None)
     try:
         p = get_preset(preset)
         cfg, kind = p.config(**ov), data_kind(p.kind)

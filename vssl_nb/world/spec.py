@@ -14,9 +14,12 @@ from .actions import ACTIONS, DEFAULT_CLASSES
 from .scenes import SCENES, SceneType
 
 # %% auto #0
-__all__ = ['WorldConfig', 'VideoSpec', 'typical_scene', 'draw_scene', 'plan_dataset']
+__all__ = ['SOUND_FIELDS', 'AAC_RATES', 'WorldConfig', 'VideoSpec', 'typical_scene', 'draw_scene', 'plan_dataset']
 
 # %% ../../nbs/world/04_spec.ipynb #c261e706
+SOUND_FIELDS = ('sound', 'sample_rate', 'audio_bitrate', 'ambience_bias_train', 'ambience_bias_test', 'ambience_follows_scene')
+AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+
 @dataclass
 class WorldConfig:
     "Parameters of a synthetic data set (sizes in pixels, speeds in pixels per frame)."
@@ -43,6 +46,12 @@ class WorldConfig:
     noise_std: float = 0.0        # Gaussian sensor noise (0-255 scale)
     lighting: float = 0.0         # up to this relative brightness change over the clip
     wrap: bool = True             # sprites leaving one side re-enter from the other (a torus), so a travel lasts the video
+    sound: bool = False           # give every video a soundtrack (`world/12_sound`), muxed as AAC into the same MP4
+    sample_rate: int = 16000      # soundtrack sample rate (Hz), mono
+    audio_bitrate: int = 48000    # AAC bit rate (bits/s)
+    ambience_bias_train: float = 0.0  # P(a train video's ambience is its class's typical one): the sound's scene bias
+    ambience_bias_test: float = 0.0
+    ambience_follows_scene: bool = False  # otherwise the ambience of the pictured scene (else one drawn uniformly)
 
     def __post_init__(self):
         self.classes = tuple(self.classes)
@@ -55,8 +64,17 @@ class WorldConfig:
         for k in ('scene_bias_train', 'scene_bias_test'):
             if not 0 <= getattr(self, k) <= 1: raise ValueError(f"{k} must be a probability, got {getattr(self, k)}")
         if self.n_frames < 2: raise ValueError(f"n_frames must be >= 2, got {self.n_frames}")
+        for k in ('ambience_bias_train', 'ambience_bias_test'):
+            if not 0 <= getattr(self, k) <= 1: raise ValueError(f"{k} must be a probability, got {getattr(self, k)}")
+        if self.sample_rate not in AAC_RATES: raise ValueError(f"sample_rate must be one of AAC's rates {AAC_RATES}, got {self.sample_rate}")
+        if self.audio_bitrate < 8000: raise ValueError(f"audio_bitrate must be >= 8000 bits/s, got {self.audio_bitrate}")
 
-    def to_dict(self) -> dict: return dataclasses.asdict(self)
+    def to_dict(self) -> dict:
+        "The parameters as a dict; without sound, the sound parameters are left out (so a silent world's metadata stays as before sound existed)."
+        d = dataclasses.asdict(self)
+        if not self.sound:
+            for k in SOUND_FIELDS: d.pop(k, None)
+        return d
 
 @dataclass
 class VideoSpec:
