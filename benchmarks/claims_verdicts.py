@@ -64,6 +64,9 @@ def compare(a: list[float], b: list[float]) -> dict:
     return out
 
 
+VERDICT_HEADER = ["| claim | metric | A | B | A − B | p | verdict |", "|---|---|---|---|---|---|---|"]
+
+
 def row(claim: str, a_name: str, b_name: str, metric: str, c: dict) -> str:
     diff = '' if c['diff'] is None else f"{c['diff']:+.3f}"
     p = '' if c['p'] is None else f"{c['p']:.3f}"
@@ -83,7 +86,6 @@ SEGMENT_SOURCES = {'truth': "the actor's true motion (oracle)", 'f1.0-mw0.0-s0':
 def segmentation_verdicts(runs: Path) -> list[str]:
     "The segmentation block: per feature source, the features' ceiling against the equal split, then TOT's claims."
     seg = collect_results('segment', runs=runs).rows
-    header = ["| claim | metric | A | B | A − B | p | verdict |", "|---|---|---|---|---|---|---|"]
     lines = ["", "### Unsupervised activity segmentation: TOT (Kumar et al., CVPR 2022)", "",
              "The paper: joint representation learning and online clustering with a temporal prior in the optimal transport and",
              "a temporal coherence loss segments activities on par with or better than earlier unsupervised methods; both ideas",
@@ -94,7 +96,7 @@ def segmentation_verdicts(runs: Path) -> list[str]:
         A = lambda method, metric: segment_arm(seg, source, method, metric)
         if not A('equal_split', 'mof'): continue
         yard = compare(A('supervised', 'mof'), A('equal_split', 'mof'))
-        lines += [f"**Features: {what}** (`{source}`).", "", *header,
+        lines += [f"**Features: {what}** (`{source}`).", "", *VERDICT_HEADER,
                   row('the features allow a segmentation (ceiling above floor)', 'supervised', 'equal_split', 'mof', yard)]
         if yard['verdict'] not in ('holds', 'pending'):
             lines += ["", "The ceiling does not clear the floor: these features cannot support a segmentation claim.", ""]
@@ -119,7 +121,6 @@ def reid_verdicts(runs: Path) -> list[str]:
     rows = collect_results('reid', runs=runs).rows
     if not rows: return []
     R = lambda metric, trained=True, **p: reid_arm(rows, metric, trained, **{'encoder': 'resnet2d', 'encoder_init': 'random', **p})
-    header = ["| claim | metric | A | B | A − B | p | verdict |", "|---|---|---|---|---|---|---|"]
     lines = ["", "### Video person re-identification: TRL and ST²N (Dai et al., IEEE TIP 2019)", "",
              "The paper: temporal residual learning (two BiLSTMs, generic and frame-specific features combined as a residual)",
              "gives better tracklet features than temporal pooling or one LSTM, and ST²N (a spatial transformer whose",
@@ -132,7 +133,7 @@ def reid_verdicts(runs: Path) -> list[str]:
                      f"{summary(R('mAP', aggregator=agg, st2n=False))} |")
         lines.append(f"| {agg}, random init (floor) | {summary(R('rank1', False, aggregator=agg))} | {summary(R('mAP', False, aggregator=agg))} |")
     chance = R('chance_rank1', False) + R('chance_rank1')
-    lines += [f"| chance (a random ranking, expected) | {chance[0]:.4f} | ≈ the same |" if chance else "| chance | no runs | |", "", *header]
+    lines += [f"| chance (a random ranking, expected) | {chance[0]:.4f} | ≈ the same |" if chance else "| chance | no runs | |", "", *VERDICT_HEADER]
     yards = []
     for agg in ('mean', 'lstm', 'trl'):
         for metric in ('rank1', 'mAP'):
@@ -146,7 +147,7 @@ def reid_verdicts(runs: Path) -> list[str]:
         return lines
     else:
         lines += ["", "Every trained aggregator clears its random initialisation and chance: the benchmark discriminates.", ""]
-    lines += [*header]
+    lines += [*VERDICT_HEADER]
     for st in (False, True):
         tag = ' (with ST²N)' if st else ''
         for metric in ('rank1', 'mAP'):
@@ -210,11 +211,10 @@ def verdicts(runs: Path) -> str:
     else:
         lines += [f"The ceiling does not clear the floor ({yard['verdict']}): no claim below can be judged on this world.", ""]
 
-    header = ["| claim | metric | A | B | A − B | p | verdict |", "|---|---|---|---|---|---|---|"]
     lines += ["### Context-and-motion decoupling (Huang et al., CVPR 2021)", "",
               "The paper: CMD beats prior self-supervised methods on UCF101/HMDB51 retrieval (+16.0 / +11.1 points of recall),",
               "both of its tasks contribute, and motion prediction as an auxiliary task adds 7.4 to 13.8 points to supervised",
-              "action recognition.", ""] + header
+              "action recognition.", ""] + VERDICT_HEADER
     for metric in ('R@1', 'linear@1.0_video_acc'):
         for other in ('simclr', 'moco', 'be', 'dsm'):
             lines.append(row('CMD beats prior self-supervised methods', 'cmd', other, metric, compare(P('cmd', metric), P(other, metric))))
@@ -225,7 +225,7 @@ def verdicts(runs: Path) -> str:
         c = compare(S(frac, 1.0), S(frac, 0.0))
         lines.append(row(f'motion prediction helps supervised training ({frac:.0%} of the labels)', 'with motion', 'without',
                          'video_acc', c))
-    lines += ["", "Self-supervised pretraining against random init (the premise of every method here):", ""] + header
+    lines += ["", "Self-supervised pretraining against random init (the premise of every method here):", ""] + VERDICT_HEADER
     for method in ('cmd', 'cmd_context_only', 'cmd_motion_only', 'simclr', 'moco', 'be', 'dsm'):
         for metric in ('R@1', 'linear@0.1_video_acc'):
             lines.append(row('pretraining beats random init', method, 'none', metric, compare(P(method, metric), P('none', metric))))
@@ -234,7 +234,7 @@ def verdicts(runs: Path) -> str:
               "The papers: on top of MoCo, BE and DSM make the representation rely less on the scene and more on the motion,",
               "with large gains on UCF101/HMDB51. Here: pretrained on scenes biased to the class (p=0.9), probed on unbiased",
               "test videos (probe_test_acc, higher is better) and on static clips of the biased training videos",
-              "(scene_only_acc: answering from the scene, lower is better; the table compares MoCo − method for it).", ""] + header
+              "(scene_only_acc: answering from the scene, lower is better; the table compares MoCo − method for it).", ""] + VERDICT_HEADER
     for method in ('be', 'dsm'):
         lines.append(row('beats MoCo on unbiased test videos', method, 'moco', 'probe_test_acc',
                          compare(B(method, 'probe_test_acc'), B('moco', 'probe_test_acc'))))

@@ -11,25 +11,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..audio import kmeans
-from ..models import init_weights
+from ..models import BasicBlock2D, init_weights
 
 # %% auto #0
 __all__ = ['XDC_VARIANTS', 'AudioEncoder2D', 'cluster_purity', 'label_quality', 'cluster_targets', 'XDCModel', 'xdc_loss',
            'encode_videos', 'train_xdc', 'encoder_features', 'evaluate_xdc']
 
 # %% ../../nbs/methods/xdc.ipynb #b9517308
-class _Basic2d(nn.Module):
-    "ResNet basic block in 2D: two 3x3 convolutions with BN, a projection shortcut when the shape changes."
-    def __init__(self, cin: int, cout: int, stride: int = 1):
-        super().__init__()
-        self.c1, self.b1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
-        self.c2, self.b2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
-        self.short = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-                      if stride != 1 or cin != cout else nn.Identity())
-    def forward(self, x):
-        "relu(bn(conv(relu(bn(conv(x))))) + shortcut(x))."
-        return F.relu(self.b2(self.c2(F.relu(self.b1(self.c1(x))))) + self.short(x))
-
 class AudioEncoder2D(nn.Module):
     """A 2D CNN on log-mel spectrograms `(B, 1, n_mels, steps)` → `(B, feature_dim)` (global average pool). The input first goes
     through a BatchNorm (log-mel values sit around -14..6). `arch='small'`: four 3x3 conv-BN-ReLU stages of stride 2 (`widths`);
@@ -47,7 +35,7 @@ class AudioEncoder2D(nn.Module):
             blocks = [nn.Conv2d(1, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)]
             cin = 64
             for i, c in enumerate(w):
-                blocks += [_Basic2d(cin, c, 1 if i == 0 else 2), _Basic2d(c, c)]; cin = c
+                blocks += [BasicBlock2D(cin, c, 1 if i == 0 else 2), BasicBlock2D(c, c)]; cin = c
             self.body, self.feature_dim = nn.Sequential(*blocks), 512
         else: raise ValueError(f"arch must be 'small' or 'resnet18', got {arch!r}")
         self.input_norm = nn.BatchNorm2d(1)
