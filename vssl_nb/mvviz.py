@@ -536,13 +536,18 @@ def export_overlay(source, path, view: str = 'arrows', block: int = 16, fps: flo
 
 # %% ../nbs/02_mvviz.ipynb #c5ec4768
 def display_figure(out, figure) -> None:
-    "Show plotly `figure` in the ipywidgets `Output` `out`, replacing what it showed (nothing happens outside IPython)."
+    """Show `figure` (plotly, or matplotlib) in the ipywidgets `Output` `out`, replacing what it showed (nothing happens outside
+    IPython). A matplotlib figure is closed first, so that the inline backend does not show it a second time."""
+    if not hasattr(figure, 'to_plotly_json'):
+        import matplotlib.pyplot as plt
+        plt.close(figure)
     try: from IPython import get_ipython
     except ImportError: return
     if get_ipython() is None: return
     from IPython.display import display, clear_output
     with out:
         clear_output(wait=True)
+        if not hasattr(figure, 'to_plotly_json'): display(figure); return
         display({'application/vnd.plotly.v1+json': figure.to_plotly_json(), 'text/plain': f'<plotly figure: {figure.layout.title.text}>'}, raw=True)
 
 class MotionExplorer:

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from ..core import seed_everything
 from ..losses import batch_hard_triplet_loss
 from ..models import KeyframeEncoder, TinyBackbone3D
+from ..mvviz import display_figure
 from ..recipes import Recipe, register_recipe
 from ..reid import (ReIDDataset, PKSampler, TrackletDataset, cmc_map, cmc_map_from_distances, distance_matrix, load_crop, load_mars,
                     ranked_gallery, retrieval_figure, true_boxes)
@@ -24,8 +25,8 @@ from ..train import Trainer
 # %% auto #0
 __all__ = ['ENCODERS', 'AGGREGATORS', 'FrameEncoder', 'load_encoder_weights', 'MeanPool', 'BiLSTMPool', 'TRL', 'build_aggregator',
            'box_to_theta', 'theta_to_box', 'box_iou', 'ST2N', 'ReIDNet', 'ReIDRecipe', 'reid_loader', 'as_reid_dataset',
-           'train_reid', 'extract_features', 'reid_chance', 'evaluate_reid', 'alignment_iou', 'RetrievalResults',
-           'RetrievalExplorer', 'explore_retrieval']
+           'train_reid', 'extract_features', 'reid_chance', 'evaluate_reid', 'alignment_iou', 'theta_alignment_iou',
+           'RetrievalResults', 'RetrievalExplorer', 'explore_retrieval']
 
 # %% ../../nbs/methods/reid.ipynb #83ac1bed
 ENCODERS = ('resnet2d', 'tiny3d')
@@ -336,6 +337,10 @@ def alignment_iou(net: ReIDNet, tracklets, seq_len: int = 8, batch_size: int = 3
     uses: mean IoU of the window each θ samples with the true box, beside the raw crop's (the identity window), and the share of
     frames whose IoU went up. Frames without a person (distractors) are left out. A net without ST²N scores the raw crop."""
     _, theta, idx = extract_features(net, tracklets, seq_len, batch_size, size, return_theta=True)
+    return theta_alignment_iou(tracklets, theta, idx, size)
+
+def theta_alignment_iou(tracklets, theta: torch.Tensor, idx: torch.Tensor, size=(64, 32)) -> dict:
+    "`alignment_iou` from θ and frame indices already extracted (`extract_features(..., return_theta=True)`), without a second pass."
     truth = torch.stack([torch.from_numpy(true_boxes(t)[i.numpy()]) for t, i in zip(tracklets, idx)])
     pred = theta_to_box(theta, size)
     raw = torch.tensor([0., 0, size[1], size[0]]).expand_as(pred)
@@ -353,6 +358,10 @@ class RetrievalResults:
         self.distances = distance_matrix(self.q, self.g, metric)
         ids = lambda ts: ([t.pid for t in ts], [t.camid for t in ts])
         self.metrics = cmc_map_from_distances(self.distances, *ids(self.ds.query), *ids(self.ds.gallery), per_query=True, metric=metric)
+
+    def alignment_iou(self) -> dict:
+        "`alignment_iou` of the query tracklets, from the θ already extracted."
+        return theta_alignment_iou(self.ds.query, self.q_theta, self.q_idx)
 
     def top(self, query: int, k: int = 10) -> np.ndarray:
         "The gallery indices ranked first for query `query` (excluded items left out)."
@@ -377,18 +386,6 @@ class RetrievalResults:
         return retrieval_figure(self.ds.query[query], self.ds.gallery, top, distances=self.distances[query].numpy(), frames=frames,
                                 extra_rows=extra, title=title)
 
-def _show(out, figure) -> None:
-    "Show matplotlib `figure` in the ipywidgets `Output` `out`, replacing what it showed (nothing happens outside IPython)."
-    import matplotlib.pyplot as plt
-    plt.close(figure)                       # shown once, in `out`, not again by the inline backend
-    try: from IPython import get_ipython
-    except ImportError: return
-    if get_ipython() is None: return
-    from IPython.display import clear_output, display
-    with out:
-        clear_output(wait=True)
-        display(figure)
-
 class RetrievalExplorer:
     "Widgets around `RetrievalResults.figure`: a query picker (sorted by AP, worst first, or by name) and the number of results. Display it to use it."
     def __init__(self, results: RetrievalResults, k: int = 10):
@@ -410,7 +407,7 @@ class RetrievalExplorer:
         self.figure = self.results.figure(self.query.value, self.k.value)
         self.info.value = (f"{m['queries']} queries: rank-1 {m['rank1']:.3f}, mAP {m['mAP']:.3f}; green: same identity as the query, red: another"
                            + ("; bottom row: the first crop as ST²N aligned it" if self.results.net.st2n is not None else ''))
-        _show(self.out, self.figure)
+        display_figure(self.out, self.figure)
 
     def _ipython_display_(self):
         from IPython.display import display
